@@ -1,0 +1,4 @@
+"""ripple.training: mining git history, datasets, training, evaluation, export.
+
+Never imports ``ripple.server``.
+"""
