@@ -58,9 +58,10 @@ def get_language(name: str) -> tree_sitter.Language:
         import tree_sitter_python
 
         return tree_sitter.Language(tree_sitter_python.language())
-    from tree_sitter_language_pack import get_language as pack_language
+    import tree_sitter_language_pack
 
-    language: tree_sitter.Language = pack_language(name)
+    # The pack types its argument as a Literal of its names; ours come from the table above.
+    language: tree_sitter.Language = getattr(tree_sitter_language_pack, "get_language")(name)
     return language
 
 
