@@ -61,7 +61,7 @@ def get_language(name: str) -> tree_sitter.Language:
     import tree_sitter_language_pack
 
     # The pack types its argument as a Literal of its names; ours come from the table above.
-    language: tree_sitter.Language = getattr(tree_sitter_language_pack, "get_language")(name)
+    language: tree_sitter.Language = tree_sitter_language_pack.get_language(name)  # type: ignore[arg-type]
     return language
 
 
