@@ -171,7 +171,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = _add(
         group,
         "keystroke",
-        "ripple.models.edits.bench_keystroke:run",
+        "ripple.training.bench_keystroke:run",
         "time incremental re-parsing for single-character typing edits",
         description=(
             "Generate Python files of 1k and 10k lines and time ParsedDocument.apply_edit for\n"
