@@ -48,7 +48,7 @@ def generate_python(lines: int, seed: int = 0) -> str:
         for m in range(rng.randint(1, 4)):
             c = rng.choice(words)
             out.append(f"    def get_{c}_{m}(self, {c}, retries={rng.randint(1, 9)}):")
-            out.append(f"        for attempt in range(retries):")
+            out.append("        for attempt in range(retries):")
             out.append(f"            {c} = self.{a}.get({c!r}, os.environ.get('{c.upper()}'))")
             out.append(f"            if {c} is not None and attempt < {rng.randint(2, 5)}:")
             out.append(f"                return [{c}, self.{b}, {m} * attempt]")
