@@ -196,7 +196,38 @@ def _add_placeholders(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     group = _group(
         sub, "train", "train ripple's models (needs the [train] extra)", "Train ripple's models."
     )
-    del group
+    p = _add(
+        group,
+        "synthetic",
+        "ripple.training.train_cli:run",
+        "train E, IR or IA on one of Zhao et al.'s synthetic edit tasks",
+        description=(
+            "Generate one of Zhao et al.'s synthetic edit-sequence datasets (Table 2, 10k/1k/1k,\n"
+            "seeded), train the explicit (e), implicit RNN (ir) or implicit attention (ia)\n"
+            "model with early stopping on dev accuracy, and print dev and test accuracy\n"
+            "(an edit counts only if its position and content are both right)."
+        ),
+        epilog="example: ripple train synthetic --task Append1 --model ia --out runs/append1-ia",
+    )
+    p.add_argument("--task", required=True, help="a Table 2 task (e.g. Append1) or MultiTask")
+    p.add_argument("--model", required=True, choices=("ia", "ir", "e"))
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, results)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=0, help="steps; 0 = every epoch")
+    p.add_argument("--patience", type=int, default=10, help="evaluations without improvement")
+    p.add_argument("--train-size", type=int, default=10_000)
+    p.add_argument("--dev-size", type=int, default=1_000)
+    p.add_argument("--test-size", type=int, default=1_000)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     group = _group(
         sub,
         "export",
