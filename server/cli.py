@@ -192,7 +192,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-pairs", type=int, default=500, metavar="N")
 
 
-def _add_placeholders(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = _group(
         sub, "train", "train ripple's models (needs the [train] extra)", "Train ripple's models."
     )
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_demo(sub)
     _add_mine(sub)
-    _add_placeholders(sub)
+    _add_train_and_export(sub)
     _add_eval(sub)
     _add_diff(sub)
     _add_bench(sub)
