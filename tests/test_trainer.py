@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -161,6 +162,12 @@ def test_cli_trains_resumes_and_refuses_bad_input(tmp_path: Path) -> None:
     assert main([*TINY_RUN, "--out", str(tmp_path / "x"), "--task", "Append9"]) == 2
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_torchrun_two_processes(tmp_path: Path) -> None:
     # DDP on CPU (gloo): each rank trains on half of every epoch; rank 0 writes.
     out = tmp_path / "ddp"
@@ -169,6 +176,8 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
             str(Path(sys.executable).parent / "torchrun"),
             "--nproc-per-node",
             "2",
+            "--master-port",
+            str(_free_port()),
             "-m",
             "ripple.server.cli",
             *TINY_RUN,
@@ -179,6 +188,7 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # A rank's own error comes before torchrun's summary of it: show both ends.
+    assert proc.returncode == 0, proc.stderr[:4000] + "\n...\n" + proc.stderr[-1500:]
     state = json.loads((out / "checkpoints" / "step-00000004" / "state.json").read_text())
     assert state["epoch"] == 2  # 64 items / 2 ranks / 16 per batch = 2 steps per epoch

@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{result.steps}; {report['wall_s']} s)",
                 file=sys.stdout,
             )
-    finally:
-        trainer.close()
+    except BaseException:
+        trainer.close(wait_for_others=False)
+        raise
+    trainer.close()
     return 0

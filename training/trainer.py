@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -110,6 +111,24 @@ class _LossForward(nn.Module):
         return out.loss, out.correct, out.total
 
 
+def _pin_gloo_to_loopback() -> None:
+    """Single-node gloo: talk over the loopback interface.
+
+    By default gloo picks its network device from the machine's hostname, and aborts the
+    process (no Python exception) where that name resolves to an address it cannot bind,
+    as in some containers. When the rendezvous is on this machine (torchrun's default
+    MASTER_ADDR) and the user has not chosen an interface, the loopback one is right.
+    """
+    if "GLOO_SOCKET_IFNAME" in os.environ:
+        return
+    if os.environ.get("MASTER_ADDR", "127.0.0.1") not in {"127.0.0.1", "localhost", "::1"}:
+        return
+    names = [name for _, name in socket.if_nameindex()]
+    loopback = next((n for n in names if n in ("lo", "lo0")), None)
+    if loopback is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback
+
+
 def _better(metric: str, new: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -139,7 +158,10 @@ class Trainer:
         self._owns_group = False
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if self.world_size > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if config.device == "cuda" else "gloo")
+            backend = "nccl" if config.device == "cuda" else "gloo"
+            if backend == "gloo":
+                _pin_gloo_to_loopback()
+            dist.init_process_group(backend)
             self._owns_group = True
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         if config.device == "cuda":
@@ -316,9 +338,17 @@ class Trainer:
         )
         return self.evals_since_best >= self.config.patience
 
-    def close(self) -> None:
-        """Leave the process group this trainer joined (torchrun); evaluate() needs it till then."""
+    def close(self, wait_for_others: bool = True) -> None:
+        """Leave the process group this trainer joined (torchrun); evaluate() needs it till then.
+
+        Ranks leave together (a barrier first): a rank whose peer has already torn down its
+        gloo connections can abort in gloo's transport thread instead of exiting cleanly.
+        After an error on this rank (``wait_for_others=False``) the barrier is skipped, as
+        the others may never reach it.
+        """
         if self._owns_group:
+            if wait_for_others:
+                dist.barrier()
             dist.destroy_process_group()
             self._owns_group = False
 
