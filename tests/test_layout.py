@@ -44,7 +44,8 @@ INVARIANTS = [
     ("models", ("pygls", "lsprotocol", "ripple.server", "ripple.training"), {}),
     ("models/edits", ("torch",), {}),
     ("models/suggest", ("torch",), {}),
-    ("models/runtime", ("torch",), {}),
+    # The runtime serves with the base install: numpy + onnxruntime, none of the [train] extra.
+    ("models/runtime", ("torch", "onnx", "onnxscript", "safetensors"), {}),
     ("server", ("torch",), {}),
     ("training", ("ripple.server", "pygls", "lsprotocol"), {}),
     # The CLI is the outermost edge: it may reach training, lazily, by module name only.
