@@ -14,8 +14,11 @@ their line endings (``str.splitlines(keepends=True)``). No LSP type ever appears
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ripple.models.edits.editscript import EditScript
 
 Lines = tuple[str, ...]
 
@@ -65,6 +68,9 @@ class EditContext:
     base: Mapping[str, Lines]
     edits: tuple[LiveEdit, ...]
     cursor: Cursor
+    _scripts: dict[str, EditScript | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def last_edit(self) -> LiveEdit | None:
@@ -78,6 +84,25 @@ class EditContext:
     def edits_in(self, path: str) -> list[LiveEdit]:
         """The live edits made to ``path``, oldest first."""
         return [edit for edit in self.edits if edit.path == path]
+
+    def ast_script(self, path: str) -> EditScript | None:
+        """The AST edit script from ``path``'s settled snapshot to its current text.
+
+        Computed on first use and cached (GumTree matching + Chawathe script, see
+        ``models/edits/editscript.py``); ``None`` for a file without live edits or in a
+        language ripple cannot parse.
+        """
+        if path not in self._scripts:
+            from ripple.models.edits.editscript import diff_sources
+            from ripple.models.edits.languages import language_name_for_path
+
+            script = None
+            language = language_name_for_path(path)
+            if language is not None and self.edits_in(path) and path in self.files:
+                old, new = "".join(self.base.get(path, ())), self.text(path)
+                script = diff_sources(old, new, language)
+            self._scripts[path] = script
+        return self._scripts[path]
 
     def snapshots(self, path: str) -> list[Lines]:
         """The states of ``path``: its base snapshot, then one state after each of its edits."""

@@ -24,14 +24,18 @@ cursor come first, then other files, then places above the cursor.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ripple.models.suggest.api import EditContext, Lines, LiveEdit, Suggestion
 from ripple.models.suggest.substitution import (
     TokenSubstitution,
+    line_tokens,
+    may_contain,
     smallest_substitution,
-    tokenize,
 )
 
 
@@ -102,6 +106,15 @@ def _substitution_strength(sub: TokenSubstitution, edit: LiveEdit) -> float:
     return strength
 
 
+_CALL_ANCHOR = 1.5
+_CALLEE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+
+
+def _callees(edit: LiveEdit) -> set[str]:
+    """Names called in the lines the user edited (``fetch`` in ``return fetch(url)``)."""
+    return {name for name in _CALLEE.findall("".join(edit.old_lines)) if len(name) >= 3}
+
+
 def _line_body(line: str) -> tuple[str, str]:
     body = line.rstrip("\r\n")
     return body, line[len(body) :]
@@ -110,9 +123,9 @@ def _line_body(line: str) -> tuple[str, str]:
 def substitute_all(line: str, sub: TokenSubstitution) -> str | None:
     """``line`` with every non-overlapping match of ``sub.old`` replaced, or ``None``."""
     body, ending = _line_body(line)
-    if sub.old[0] not in body:
+    if not may_contain(body, sub.old):
         return None
-    tokens = tokenize(body)
+    tokens = line_tokens(body)
     k = len(sub.old)
     pieces: list[str] = []
     last = 0
@@ -161,12 +174,13 @@ class _Places:
         paths = list(ctx.files)
         self.cursor_file = ctx.cursor.path
         self.file_index = {p: i for i, p in enumerate(paths)}
+        self._texts: dict[str, tuple[str, list[int]]] = {}
 
     def weight_and_order(self, path: str, line: int) -> tuple[float, tuple[int, int, int]]:
         """Position weight (below the cursor is best) and a sort key for ties."""
         cur = self.ctx.cursor
         if path == self.cursor_file:
-            if line > cur.line:
+            if line >= cur.line:  # the cursor's own line is where the user looks next
                 return _BELOW, (0, 0, line)
             return _ABOVE, (3, 0, line)
         here = self.file_index.get(self.cursor_file, -1)
@@ -180,6 +194,29 @@ class _Places:
             for i, line in enumerate(lines):
                 yield path, i, line
 
+    def lines_containing(self, needle: str) -> Iterator[tuple[str, int, str]]:
+        """The lines that contain ``needle``, in ``all_lines`` order, found by ``str.find``.
+
+        A pattern is tried only where its rarest-looking token occurs, so a request costs
+        a few C-speed searches per file instead of a Python call per line.
+        """
+        for path, lines in self.ctx.files.items():
+            text, starts = self._joined(path, lines)
+            pos = text.find(needle)
+            while pos != -1:
+                i = bisect.bisect_right(starts, pos) - 1
+                yield path, i, lines[i]
+                if i + 1 >= len(starts):
+                    break
+                pos = text.find(needle, starts[i + 1])
+
+    def _joined(self, path: str, lines: Lines) -> tuple[str, list[int]]:
+        cached = self._texts.get(path)
+        if cached is None:
+            starts = list(itertools.accumulate((len(line) for line in lines), initial=0))[:-1]
+            cached = self._texts[path] = ("".join(lines), starts)
+        return cached
+
 
 def _just_edited(ctx: EditContext, path: str, line: int) -> bool:
     """True for lines the last edit produced (re-suggesting them would undo or redo it)."""
@@ -188,9 +225,9 @@ def _just_edited(ctx: EditContext, path: str, line: int) -> bool:
 
 
 class RuleEngine:
-    """The shipped rule-based next-edit system (``ripple``)."""
+    """The rule-based next-edit system (``rules``), the first member of the shipped ensemble."""
 
-    name = "ripple"
+    name = "rules"
 
     def __init__(self, config: RuleConfig | None = None) -> None:
         self.config = config or RuleConfig()
@@ -221,24 +258,27 @@ class RuleEngine:
 
     # ------------------------------------------------------------ token substitution
 
-    def _patterns(self, ctx: EditContext) -> list[tuple[TokenSubstitution, float]]:
-        """Substitutions of the recent edits with their strength, the latest first."""
+    def _patterns(self, ctx: EditContext) -> list[tuple[TokenSubstitution, float, LiveEdit]]:
+        """Substitutions of the recent edits with their strength and source, latest first."""
         recent = ctx.edits[-self.config.history :][::-1]
-        found: dict[TokenSubstitution, float] = {}
+        found: dict[TokenSubstitution, tuple[float, LiveEdit]] = {}
         repeats: dict[TokenSubstitution, int] = {}
         for age, edit in enumerate(recent):
             for sub in _edit_substitutions(edit):
                 repeats[sub] = repeats.get(sub, 0) + 1
                 recency = 1.0 if age == 0 else 0.6 / age
-                found.setdefault(sub, _substitution_strength(sub, edit) * recency)
+                found.setdefault(sub, (_substitution_strength(sub, edit) * recency, edit))
         # A pattern the user applied more than once is deliberate.
-        return [(sub, min(1.0, s * (1.5 if repeats[sub] > 1 else 1.0))) for sub, s in found.items()]
+        return [
+            (sub, min(1.0, s * (1.5 if repeats[sub] > 1 else 1.0)), edit)
+            for sub, (s, edit) in found.items()
+        ]
 
     def _substitutions(self, ctx: EditContext, places: _Places) -> list[_Candidate]:
         out: list[_Candidate] = []
-        for sub, strength in self._patterns(ctx):
+        for sub, strength, source in self._patterns(ctx):
             matches: list[tuple[str, int, Lines]] = []
-            for path, i, line in places.all_lines():
+            for path, i, line in places.lines_containing(max(sub.old, key=len)):
                 new_line = substitute_all(line, sub)
                 if new_line is not None and not _just_edited(ctx, path, i):
                     # A substitution whose new text spans lines yields several lines.
@@ -249,13 +289,20 @@ class RuleEngine:
                 continue
             # Fewer places make each one likelier to be the intended next edit.
             spread = 1.0 if len(matches) <= 5 else 0.8
+            callees = _callees(source)
             for path, start, end, new_lines in _merge_runs(matches):
                 weight, order = places.weight_and_order(path, start)
-                explanation = f"{' '.join(sub.old)} -> {' '.join(sub.new) or '(removed)'}"
+                # The same call as in the user's edit ("same call shape") anchors the match.
+                old_text = "".join(ctx.files[path][start:end])
+                anchor = _CALL_ANCHOR if any(f"{c}(" in old_text for c in callees) else 1.0
+                explanation = (
+                    f"repeats your edit at {source.path}:{source.start + 1}: "
+                    f"{sub.old_text.strip()!r} -> {sub.new_text.strip()!r}"
+                )
                 out.append(
                     _Candidate(
                         path, start, end, new_lines,
-                        strength * weight * spread, order, explanation,
+                        min(1.0, strength * anchor) * weight * spread, order, explanation,
                     )
                 )
         return out
@@ -276,7 +323,7 @@ class RuleEngine:
                 if stripped[i : i + len(block)] == block:
                     weight, order = places.weight_and_order(path, i)
                     out.append(
-                        _Candidate(path, i, i + len(block), (), 0.7 * weight, order, "delete again")
+                        _Candidate(path, i, i + len(block), (), 0.7 * weight, order, f"deletes these lines again, as at {edit.path}:{edit.start + 1}")
                     )
         return out if len(out) <= self.config.max_matches else []
 
@@ -305,7 +352,10 @@ class RuleEngine:
                 new_lines = tuple(_reindent(s, indent, shift) for s in edit.new_lines)
                 weight, order = places.weight_and_order(path, i + 1)
                 out.append(
-                    _Candidate(path, i + 1, i + 1, new_lines, 0.6 * weight, order, "insert again")
+                    _Candidate(
+                        path, i + 1, i + 1, new_lines, 0.6 * weight, order,
+                        f"inserts these lines again, as after {edit.path}:{edit.start}",
+                    )
                 )
         return out if len(out) <= self.config.max_matches else []
 

@@ -9,6 +9,7 @@ matching token sequences never matches inside a longer name (``url`` does not ma
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,24 @@ class Token:
 
 def tokenize(text: str) -> list[Token]:
     """The tokens of ``text`` with their offsets."""
-    return [Token(m.group(), m.start(), m.end()) for m in TOKEN.finditer(text)]
+    return list(_tokenize_cached(text))
+
+
+@functools.lru_cache(maxsize=65536)
+def _tokenize_cached(text: str) -> tuple[Token, ...]:
+    # Predictors scan the same lines request after request while the user types in one
+    # of them: a line's tokens are computed once (keyed by its text).
+    return tuple(Token(m.group(), m.start(), m.end()) for m in TOKEN.finditer(text))
+
+
+def line_tokens(text: str) -> tuple[Token, ...]:
+    """The tokens of one line, memoised (the tuple is shared: do not mutate it)."""
+    return _tokenize_cached(text)
+
+
+def may_contain(text: str, pattern: Sequence[str]) -> bool:
+    """A cheap necessary condition for ``pattern``'s tokens to occur in ``text``."""
+    return all(token in text for token in sorted(pattern, key=len, reverse=True))
 
 
 def token_texts(text: str) -> list[str]:
@@ -120,9 +138,9 @@ def substitute_in_line(line: str, sub: TokenSubstitution) -> str | None:
     """
     body = line.rstrip("\r\n")
     # A cheap substring test first: most lines cannot match, and tokenizing is the cost.
-    if sub.old[0] not in body:
+    if not may_contain(body, sub.old):
         return None
-    tokens = tokenize(body)
+    tokens = line_tokens(body)
     i = find_tokens(tokens, sub.old)
     if i < 0:
         return None
