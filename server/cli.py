@@ -87,6 +87,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--log-file", type=Path, help="write the server's log here (default: stderr, at WARNING)"
     )
     p.add_argument("--verbose", action="store_true", help="log at DEBUG level")
+    p.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="serve the models in DIR (one folder per model with a manifest.json, and an "
+        "optional gate.json) instead of the bundled ones",
+    )
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,12 +103,34 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "ripple.server.demo:run",
         "show ripple end to end on a small generated example",
         description=(
-            "Run ripple end to end on a small example it generates: a file is edited once,\n"
-            "ripple parses every state incrementally, computes what changed, and prints the\n"
-            "next edits it would suggest."
+            "Start `ripple serve` and talk LSP to it over stdio like an editor: open a small\n"
+            "generated project, type an edit (an argument added to one call), ask for the\n"
+            "next edits, and print them with their latency and explanation."
         ),
     )
     p.add_argument("--json", dest="json_out", type=Path, help="also write the result as JSON")
+    p.add_argument("--models", type=Path, metavar="DIR", help="serve these models instead of the bundled ones")
+
+
+def _add_nvim_path(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _add(
+        sub,
+        "nvim-path",
+        "ripple.server.nvim_path:run",
+        "print the Neovim runtime folder to add to 'runtimepath'",
+        description=(
+            "Print the folder, shipped inside the package, to add to Neovim's 'runtimepath'\n"
+            "(Neovim 0.11+). It holds lsp/ripple.lua, the defaults of vim.lsp.config('ripple'),\n"
+            "and lua/ripple/init.lua, the module that shows ripple's next edits in the buffer:\n"
+            "require('ripple').setup() after vim.lsp.enable('ripple')."
+        ),
+        epilog=(
+            "example (init.lua):\n"
+            "  vim.opt.runtimepath:append(vim.trim(vim.fn.system({ 'ripple', 'nvim-path' })))\n"
+            "  vim.lsp.enable('ripple')\n"
+            "  require('ripple').setup({})"
+        ),
+    )
 
 
 def _add_mine(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -159,6 +188,136 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-commits", type=int, metavar="N", help="only the first N kept commits of each file")
     p.add_argument("--systems", metavar="A,B,...", help="comma-separated systems to run (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = _add(
+        group,
+        "calibrate",
+        "ripple.training.calibrate:run",
+        "choose the confidence gate of the shipped system (gate.json)",
+        description=(
+            "Replay commits (the validation repositories) through every member of the shipped\n"
+            "system and pick, per member, the lowest score at which its suggestions are right\n"
+            "at least --precision of the time. Writes gate.json, read by the server next to\n"
+            "its models (the bundled gate lives in models/weights/gate.json)."
+        ),
+        epilog=(
+            "example: ripple eval calibrate --commits ../shared/data/commits/"
+            "marshmallow-code__marshmallow.jsonl.xz ../shared/data/commits/PyCQA__flake8.jsonl.xz "
+            "--max-commits 300 --precision 0.5 --out models/weights/gate.json"
+        ),
+    )
+    p.add_argument("--commits", type=Path, nargs="+", required=True, metavar="FILE", help="commit record files (.jsonl.xz)")
+    p.add_argument("--out", type=Path, required=True, metavar="gate.json", help="where to write the gate")
+    p.add_argument("--precision", type=float, default=0.5, help="target precision of shown suggestions (default 0.5)")
+    p.add_argument("--min-support", type=int, default=20, metavar="N", help="at least N suggestions at the threshold (default 20)")
+    p.add_argument("--max-commits", type=int, metavar="N", help="only the first N kept commits of each file")
+    p.add_argument("--models", type=Path, metavar="DIR", help="calibrate these models instead of the bundled ones")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = _add(
+        group,
+        "synthetic",
+        "ripple.training.eval_synthetic:run",
+        "score the shipped Zhao E/IR/IA checkpoints on fresh synthetic test sets",
+        description=(
+            "Generate a fresh test set (--seed; training used seed 0) for each of Zhao et al.'s\n"
+            "synthetic tasks, score every shipped checkpoint of the task (an edit counts only if\n"
+            "position and content are both right), print the accuracy next to the paper's\n"
+            "Table 1, and write {\"tasks\": {TASK: {\"ia\": pct, \"e\": pct, \"ir\": pct}}} with a\n"
+            "model's key only where it was trained. A missing or damaged checkpoint is\n"
+            "reported for its task; the other tasks are still scored (exit code 1)."
+        ),
+        epilog="example: ripple eval synthetic --json out/synthetic.json --tasks Append1,MetaAppend1",
+    )
+    p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json", help="write the results here")
+    p.add_argument("--tasks", metavar="T1,T2,...", help="tasks to score (default: all 29)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the test sets (default 1)")
+    p.add_argument("--test-size", type=int, default=1000, help="instances per task (default 1000)")
+    p.add_argument("--weights", type=Path, metavar="DIR", help="checkpoint folder (default: the shipped models/weights/zhao-synthetic)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_eval_edits(group)
+
+
+def _add_eval_edits(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        group,
+        "edits",
+        "ripple.training.zhao_real:run_eval",
+        "sub-token accuracy of a `ripple train edits` run on real commits (Zhao et al. §6.2)",
+        description=(
+            "Build Zhao et al.'s token-level edit sequences from commit records (the same\n"
+            "examples `ripple train edits` trains on) and score the run's best IA model,\n"
+            "teacher-forced: an edit counts only if position and content are both right, and\n"
+            "an edit whose content is outside the vocabulary counts as wrong. Writes the\n"
+            "accuracy, per repository, and the confidence-vs-accuracy curve of Fig. 4d as\n"
+            "JSON (and as a PNG with --plot). Default commits: the validation repositories."
+        ),
+        epilog="example: ripple eval edits --run runs/ia-real --json out/ia-val.json --plot out/fig4d.png",
+    )
+    p.add_argument("--run", type=Path, required=True, metavar="RUN_DIR", help="a `ripple train edits` run folder")
+    p.add_argument("--commits", type=Path, nargs="+", metavar="FILE", help="commit record files (default: the validation repositories)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR", help="data folder for the default commits (default $RIPPLE_DATA or ../shared/data)")
+    p.add_argument("--max-commits", type=int, metavar="N", help="only the first N kept commits of each file")
+    p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json", help="write the results here")
+    p.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the Fig. 4d curve here")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_train_edits(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        group,
+        "edits",
+        "ripple.training.zhao_real:run_train",
+        "train Zhao et al.'s IA on real edits from commit histories (the `ia` predictor)",
+        description=(
+            "Train Zhao et al.'s implicit attention model (IA, §6.2) on real edits. Replay the\n"
+            "permissively licensed training repositories' commits hunk by hunk,\n"
+            "turn each changed file's history into a sub-token edit sequence with the `ia`\n"
+            "predictor's own featurizer, count the sub-token vocabulary on the training split,\n"
+            "and train IA with early stopping on the dev repositories (training repositories\n"
+            "held out; never the validation ones). The data set is built once into RUN_DIR/data;\n"
+            "--resume continues an interrupted run. With --export, the best model is exported\n"
+            "to ONNX with its vocabulary, and the `ia` confidence threshold is chosen on the dev\n"
+            "repositories' replay steps."
+        ),
+        epilog=(
+            "example: nice -n 10 ripple train edits --out runs/ia-real --max-steps 2500 \\\n"
+            "           --export models/weights/zhao-ia"
+        ),
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (data, checkpoints, results)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR", help="data folder (default $RIPPLE_DATA or ../shared/data)")
+    p.add_argument("--vocab-size", type=int, default=4096, help="sub-token vocabulary, specials included (default 4096)")
+    p.add_argument("--max-commits", type=int, default=1200, metavar="N", help="kept commits per training repository (default 1200)")
+    p.add_argument("--max-examples", type=int, metavar="N", help="stop building training examples at N")
+    p.add_argument(
+        "--dev-repos",
+        type=lambda text: [r.strip() for r in text.split(",") if r.strip()],
+        default=["psf/requests", "pallets/click"],
+        metavar="OWNER/NAME,...",
+        help="training repositories held out for early stopping and the threshold (default psf/requests,pallets/click)",
+    )
+    p.add_argument("--dev-max-commits", type=int, default=150, metavar="N", help="kept commits per dev repository (default 150)")
+    p.add_argument("--window", type=int, default=126, help="initial-state pieces around the edits (default 126)")
+    p.add_argument("--max-edits", type=int, default=64, help="most recent token edits kept (default 64)")
+    p.add_argument("--max-hunks", type=int, default=16, help="most recent live edits of the file kept (default 16)")
+    p.add_argument("--hidden", type=int, default=64, help="IA hidden size (default 64: about 0.8M parameters)")
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between dev evaluations (0 = every epoch)")
+    p.add_argument("--patience", type=int, default=8, help="evaluations without improvement before stopping")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--export", type=Path, metavar="DIR", help="export the best model here (ONNX + vocab + manifest)")
+    p.add_argument("--calibrate-commits", type=int, default=150, metavar="N", help="dev replay commits per dev repository for the threshold (default 150)")
+    p.add_argument("--target-precision", type=float, default=0.3, help="dev precision@1 the threshold aims for (default 0.3)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or evaluation lines")
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -183,6 +342,25 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--seed", type=int, default=0)
     p = _add(
         group,
+        "robustness",
+        "ripple.server.robustness:run",
+        "hostile input against a real `ripple serve`, with figures",
+        description=(
+            "Run real `ripple serve` processes through: damaged LSP frames of every kind (bad\n"
+            "or absurd Content-Length, truncated bodies, invalid UTF-8, odd ids, unknown\n"
+            "methods, bad and huge params); a predictor failing in 1% of 10,000 requests; a\n"
+            "hostile workspace (100,000 directories, a 100 MB file, NUL bytes, symlink loops);\n"
+            "a 30 s typing burst. Prints the figures; exit code 1 when a check failed."
+        ),
+    )
+    p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json")
+    p.add_argument("--frames", type=int, default=10_000, help="damaged frames to send (default 10000)")
+    p.add_argument("--requests", type=int, default=10_000, help="requests in the fault-injection run (default 10000)")
+    p.add_argument("--directories", type=int, default=100_000, help="directories in the hostile workspace (default 100000)")
+    p.add_argument("--burst-seconds", type=float, default=30.0, help="length of the typing burst (default 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p = _add(
+        group,
         "diff",
         "ripple.training.bench_diff:run",
         "time ripple's AST diff against the code-diff package on real file pairs",
@@ -190,6 +368,71 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--commits", type=Path, nargs="+", required=True, metavar="FILE")
     p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json")
     p.add_argument("--max-pairs", type=int, default=500, metavar="N")
+    p = _add(
+        group,
+        "onnx",
+        "ripple.training.bench_onnx:run",
+        "time Zhao IA per prediction: ONNX (onnxruntime) against torch, on CPU",
+        description=(
+            "Build Zhao's IA at its default size (about 1M parameters, seeded random weights),\n"
+            "export it to ONNX, and time one prediction (batch 1) at several state lengths and\n"
+            "edit counts: onnxruntime through ripple.models.runtime against torch eager\n"
+            "(no_grad), each with 1 thread and with the default thread count. Prints p50/p99\n"
+            "milliseconds and the speedup, and writes them as JSON. Needs the [train] extra."
+        ),
+    )
+    p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json")
+    p.add_argument("--repeats", type=int, default=200, metavar="N", help="timed calls per case (default 200)")
+    p.add_argument("--warmup", type=int, default=20, metavar="N", help="untimed calls first (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = _add(
+        group,
+        "latency",
+        "ripple.server.bench_latency:run",
+        "time the real server's next-edit answers while a generated file is typed into",
+        description=(
+            "Start `ripple serve` over stdio, open a generated Python file and type into it\n"
+            "at --rate edits per second for --seconds (renames, added arguments, new lines),\n"
+            "each edit followed by ripple/nextEdits for the new version, cancelling the\n"
+            "previous request if it is still pending. Prints and writes the latency of the\n"
+            "answers (p50/p99 ms), answers, cancelled and stale answers (must be 0), the\n"
+            "server's RSS growth, and the per-keystroke bookkeeping time (p99 us)."
+        ),
+        epilog="example: ripple bench latency --json bench-latency.json",
+    )
+    p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of the typing burst (default 30)")
+    p.add_argument("--rate", type=float, default=20.0, help="edits per second (default 20)")
+    p.add_argument("--lines", type=int, default=2000, help="lines of the generated file (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the file and the typing")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the server runs its models"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        sub,
+        "replay",
+        "ripple.training.replay_repo:run",
+        "replay a git repository's last commits: what ripple would have suggested",
+        description=(
+            "Replay the last N non-merge commits of a local git repository hunk by hunk\n"
+            "through the engine `ripple serve` runs, and print for every step where the\n"
+            "true next hunk was, ripple's top suggestion, and whether it was exactly right\n"
+            "and at the right place; then exact@1, location@1 and precision@1 as the replay\n"
+            "benchmark defines them. Commits without Python changes, or with fewer than 2\n"
+            "or more than 20 hunks, are listed as skipped."
+        ),
+        epilog="example: ripple replay . --last 50 --json replay.json",
+    )
+    p.add_argument("repo", type=Path, metavar="REPO_PATH", help="the top of a git work tree (or a bare git dir)")
+    p.add_argument("--last", type=int, default=20, metavar="N", help="how many recent commits (default 20)")
+    p.add_argument("--verbose", action="store_true", help="print the true and suggested texts of each step")
+    p.add_argument("--json", dest="json_out", type=Path, metavar="OUT.json", help="also write the summary and every step")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -228,13 +471,78 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--test-size", type=int, default=1_000)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p = _add(
+        group,
+        "grid",
+        "ripple.training.grid:run",
+        "train Zhao et al.'s Table 1 grid task by task (resumable, time-boxed)",
+        description=(
+            "Train IA on every synthetic task (the 14 of Table 2, their meta variants and\n"
+            "MultiTask) and E and IR on --e-ir-tasks, one `ripple train synthetic` run at a\n"
+            "time in RUNS_DIR/<task>-<model>. Finished runs are skipped, interrupted ones\n"
+            "resume with the settings they started with; a line per run reports test accuracy\n"
+            "next to the paper's, and RUNS_DIR/summary.json lists what is done and what remains.\n"
+            "Settings default per model (see ripple.training.grid.MODEL_DEFAULTS); the options\n"
+            "below override them for every model. Stop it with Ctrl-C or SIGINT/SIGTERM to its\n"
+            "PID: the current run resumes next time."
+        ),
+        epilog=(
+            "example: nice -n 15 ripple train grid --out runs/grid --time-budget-min 120 \\\n"
+            "           --ship models/weights/zhao-synthetic"
+        ),
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="RUNS_DIR", help="one folder per run, summary.json")
+    p.add_argument("--tasks", metavar="T1,T2,...", help="tasks in the order to train (default: all 29)")
+    p.add_argument("--models", default="ia,e,ir", metavar="M,...", help="subset of ia,e,ir (default all three)")
+    p.add_argument(
+        "--e-ir-tasks",
+        metavar="T1,...|all",
+        help="the tasks E and IR train on (default: Append1, ContextAppend11, ContextAppend31 and their Meta variants)",
+    )
+    p.add_argument("--time-budget-min", type=float, metavar="M", help="stop after M minutes; the current run resumes next time")
+    p.add_argument("--run-cap-min", type=float, metavar="M", help="end a run after M minutes of training and score its best model")
+    p.add_argument("--ship", type=Path, metavar="DIR", help="copy finished runs' best models here (float16 + config.json)")
+    p.add_argument("--ship-only", action="store_true", help="train nothing; only write summary.json (and --ship)")
+    for name in ("--hidden", "--batch-size", "--epochs", "--patience", "--eval-every", "--seed", "--max-steps"):
+        p.add_argument(name, type=int, help="override the per-model default")
+    for name in ("--train-size", "--dev-size", "--test-size"):
+        p.add_argument(name, type=int, help="override the split size (default 10000/1000/1000)")
+    p.add_argument("--lr", type=float, help="override the per-model default learning rate")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-run lines")
+    _add_train_edits(group)
     group = _group(
         sub,
         "export",
         "export trained models to ONNX + manifest",
         "Export trained checkpoints to ONNX files with a JSON manifest (sha256 of each file).",
     )
-    del group
+    p = _add(
+        group,
+        "zhao",
+        "ripple.training.export:run",
+        "export a trained Zhao IA checkpoint to an ONNX model folder",
+        description=(
+            "Rebuild the IA model of a `ripple train synthetic` checkpoint (a run's best/, a\n"
+            "checkpoints/step-* folder, or the run folder itself for its best/) and export it\n"
+            "to ONNX with dynamic batch size, state length and edit count. DIR gets\n"
+            "model.onnx, manifest.json (input/output shapes, config, sha256 of every file,\n"
+            "where it came from) and vocab.json with --vocab. The export is checked against\n"
+            "torch on random batches through onnxruntime before it is moved into DIR; if the\n"
+            "finite logits differ by more than 1e-4, or a masked (-inf) position differs,\n"
+            "nothing is written. An earlier export in DIR is replaced. IR and E cannot be\n"
+            "exported (their packed LSTM inputs do not trace with dynamic shapes)."
+        ),
+        epilog="example: ripple export zhao runs/append1-ia/best --out models/weights/zhao-ia",
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="checkpoint or run folder")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the model folder to write")
+    p.add_argument("--name", default="zhao-ia", help="the model's name in its manifest (default zhao-ia)")
+    p.add_argument(
+        "--vocab", type=Path, metavar="FILE", help="JSON list of the model's tokens (id i = entry i)"
+    )
+    p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,9 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_serve(sub)
     _add_demo(sub)
+    _add_nvim_path(sub)
     _add_mine(sub)
     _add_train_and_export(sub)
     _add_eval(sub)
+    _add_replay(sub)
     _add_diff(sub)
     _add_bench(sub)
     return parser

@@ -1,26 +1,25 @@
-"""``ripple demo``: ripple end to end on a small example, printed.
+"""``ripple demo``: the language server end to end, on a small generated project.
 
-A file with several calls of ``fetch(url)`` is opened; the user adds an argument to
-the first call. ripple applies the edit to its parsed document incrementally, computes
-the AST edit script of the change, and asks the shipped predictor for the next edits,
-as the language server does on a settled edit.
+It starts ``ripple serve`` as a subprocess and speaks LSP to it over stdio, exactly as an
+editor does: ``initialize`` with a workspace folder (a small sample project written to a
+temporary directory), ``didOpen`` of one file, the user's edit typed one keystroke per
+``didChange`` (an argument added to the first of several calls), then
+``ripple/nextEdits``. It prints what the server suggests, with the round-trip latency,
+and the models the server loaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from ripple.models.edits.diff_cli import format_action
-from ripple.models.edits.document import ParsedDocument
-from ripple.models.edits.editscript import diff_sources
-from ripple.models.suggest.api import Cursor, EditContext, LiveEdit
-from ripple.models.suggest.registry import SHIPPED, make_predictor
+from ripple.server.client import LspClient, server_command
 
-EXAMPLE_PATH = "client.py"
-EXAMPLE = '''import requests
+CLIENT = '''import requests
 
 
 def fetch(url, timeout=None):
@@ -38,77 +37,90 @@ def load_team(team_id):
 def load_project(project_id):
     return fetch(f"/projects/{project_id}")
 '''
-OLD_CALL = 'fetch(f"/users/{user_id}")'
-NEW_CALL = 'fetch(f"/users/{user_id}", timeout=5)'
+REPORTS = '''from client import fetch
+
+
+def monthly_report(month):
+    return fetch(f"/reports/{month}")
+'''
+EDIT_LINE = 8
+TYPED = ", timeout=5"
+
+
+def _apply(lines: list[str], edit: dict[str, Any]) -> tuple[int, str, str]:
+    start, end = edit["range"]["start"], edit["range"]["end"]
+    line = start["line"]
+    old = lines[line] if line < len(lines) else ""
+    # One-line replacements (what the demo's edits are); UTF-16 equals code points here.
+    if end["line"] == line:
+        new = old[: start["character"]] + edit["newText"] + old[end["character"] :]
+    else:
+        new = old[: start["character"]] + edit["newText"]
+    return line, old, new
 
 
 def run(args: argparse.Namespace) -> int:
-    doc = ParsedDocument(EXAMPLE, path=EXAMPLE_PATH)
-    before_lines = tuple(EXAMPLE.splitlines(keepends=True))
+    with tempfile.TemporaryDirectory(prefix="ripple-demo-") as tmp:
+        root = Path(tmp) / "sample"
+        root.mkdir()
+        (root / "client.py").write_text(CLIENT, encoding="utf-8")
+        (root / "reports.py").write_text(REPORTS, encoding="utf-8")
+        extra = ["--models", str(args.models)] if args.models is not None else []
+        started = time.perf_counter()
+        with LspClient(server_command(*extra)) as client:
+            client.initialize(root, {"window": {"workDoneProgress": False}})
+            status = client.request("ripple/status", {"waitForIndex": True})
+            ready_s = time.perf_counter() - started
+            uri = client.open(root / "client.py", CLIENT)
+            line_text = CLIENT.splitlines()[EDIT_LINE]
+            col = line_text.index('")') + 1
+            version = 1
+            for i, ch in enumerate(TYPED):
+                version += 1
+                client.change(uri, version, (EDIT_LINE, col + i), (EDIT_LINE, col + i), ch)
+            params = {
+                "textDocument": {"uri": uri, "version": version},
+                "position": {"line": EDIT_LINE, "character": col + len(TYPED)},
+            }
+            t0 = time.perf_counter()
+            result = client.request("ripple/nextEdits", params)
+            latency_ms = (time.perf_counter() - t0) * 1000
 
-    # The user's edit, typed as one change: add `timeout=5` to the first call.
-    start = EXAMPLE.index(OLD_CALL) + len(OLD_CALL) - 1
-    applied = doc.apply_edit(start, start, ", timeout=5")
-    changed = doc.reparse()
-    after = doc.text
-    after_lines = tuple(after.splitlines(keepends=True))
-    row = applied.start_point.row
-
-    script = diff_sources(EXAMPLE, after)
-    ctx = EditContext(
-        files={EXAMPLE_PATH: after_lines},
-        base={EXAMPLE_PATH: before_lines},
-        edits=(
-            LiveEdit(
-                path=EXAMPLE_PATH,
-                start=row,
-                end=row + 1,
-                old_lines=before_lines[row : row + 1],
-                new_lines=after_lines[row : row + 1],
-            ),
-        ),
-        cursor=Cursor(EXAMPLE_PATH, row, len(after_lines[row].rstrip("\n"))),
-    )
-    predictor = make_predictor(SHIPPED)
-    t0 = time.perf_counter()
-    suggestions = predictor.suggest(ctx)[:5]
-    latency_ms = (time.perf_counter() - t0) * 1000
-
-    print(f"ripple demo: {EXAMPLE_PATH}, {len(before_lines)} lines ({doc.language})")
-    print(f"\nThe edit, on line {row + 1}:")
-    print(f"  - {before_lines[row].rstrip()}")
-    print(f"  + {after_lines[row].rstrip()}")
-    print(f"  tree-sitter re-parsed incrementally; {len(changed)} changed range(s)")
-    print(f"\nAST edit script ({len(script.actions)} actions):")
-    for action in script:
-        print(f"  {format_action(action)}")
-    print(f"\nNext edits suggested by '{predictor.name}' in {latency_ms:.1f} ms:")
-    if not suggestions:
-        print("  (none)")
-    for s in suggestions:
-        old = "".join(after_lines[s.start_line : s.end_line]).rstrip()
-        new = "".join(s.new_lines).rstrip()
-        why = f"  [{s.explanation}]" if s.explanation else ""
-        print(f"  {s.path}:{s.start_line + 1}{why}")
-        print(f"    - {old}")
-        print(f"    + {new}")
+        edits: list[dict[str, Any]] = result["edits"]
+        texts = {"client.py": CLIENT, "reports.py": REPORTS}
+        new_line = line_text[:col] + TYPED + line_text[col:]
+        models = ", ".join(status.get("models") or []) or "none (rules only)"
+        print("ripple demo: `ripple serve` over stdio, a two-file sample project")
+        print(f"  server ready in {ready_s:.2f} s; {status['indexedFiles']} files indexed; models: {models}")
+        for problem in status.get("problems") or []:
+            print(f"  note: {problem}")
+        print(f"\nYou typed {TYPED!r} into client.py, line {EDIT_LINE + 1}:")
+        print(f"  - {line_text.strip()}")
+        print(f"  + {new_line.strip()}")
+        print(f"\nripple/nextEdits answered in {latency_ms:.1f} ms with {len(edits)} edit(s):")
+        if not edits:
+            print("  (none)")
+        shown = []
+        for edit in edits:
+            name = Path(edit["textDocument"]["uri"]).name
+            lines = texts.get(name, "").splitlines()
+            if name == "client.py":
+                lines[EDIT_LINE] = new_line
+            line, old, new = _apply(lines, edit)
+            print(f"  {name}:{line + 1}  (score {edit.get('score', 0):.2f}) {edit['explanation']}")
+            print(f"    - {old.strip()}")
+            print(f"    + {new.strip()}")
+            shown.append({**edit, "file": name, "line": line, "old": old, "new": new})
 
     if args.json_out is not None:
-        result = {
-            "edit": {"line": row, "old": before_lines[row], "new": after_lines[row]},
-            "script": [format_action(action) for action in script],
-            "predictor": predictor.name,
+        report = {
+            "server": " ".join(server_command(*extra)),
+            "models": status.get("models") or [],
+            "problems": status.get("problems") or [],
+            "indexed_files": status["indexedFiles"],
+            "edit": {"file": "client.py", "line": EDIT_LINE, "old": line_text, "new": new_line},
             "latency_ms": round(latency_ms, 3),
-            "suggestions": [
-                {
-                    "path": s.path,
-                    "start_line": s.start_line,
-                    "end_line": s.end_line,
-                    "new_lines": list(s.new_lines),
-                    "explanation": s.explanation,
-                }
-                for s in suggestions
-            ],
+            "suggestions": shown,
         }
-        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -26,7 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ripple.server.lsp import create_server
 
-    server = create_server()
+    models = args.models
+    if models is not None and not models.is_dir():
+        raise UsageError(f"--models {models}: no such folder")
+    server = create_server(models)
     if tcp is not None:
         server.start_tcp(*tcp)
     else:

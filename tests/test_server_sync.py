@@ -65,3 +65,6 @@ async def test_incremental_sync_with_unicode(client: LanguageClient) -> None:
     assert state.text == FINAL == local.text
     assert state.sexp == ParsedDocument(local.text, path="a.py").sexp()
     assert state.language == "python"
+    # The history since the settled snapshot, line-level and as an AST edit script.
+    assert state.edits and all(e.old != e.new for e in state.edits)
+    assert state.ast_script and any(a.startswith(("INS", "UPD", "DEL", "MOV")) for a in state.ast_script)
