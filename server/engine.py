@@ -32,7 +32,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class WorkspaceView(Protocol):
     """What the engine needs from the on-disk workspace (``server/workspace.py``)."""
 
-    def occurrences(self, name: str) -> list[tuple[str, int]]: ...
+    def occurrences(self, name: str, limit: int | None = None) -> list[tuple[str, int]]: ...
 
     def lines(self, rel: str) -> tuple[str, ...]: ...
 
@@ -191,7 +191,7 @@ class Engine:
         hits: Counter[str] = Counter()
         open_paths = {entry.path for entry in self.history.docs.values()}
         for name in sorted(names)[:64]:
-            for rel, _line in self.workspace.occurrences(name)[:2000]:
+            for rel, _line in self.workspace.occurrences(name, limit=2000):
                 if rel not in open_paths:
                     hits[rel] += 1
         files: dict[str, Lines] = {}

@@ -377,7 +377,7 @@ class RippleServer(LanguageServer):
             except Exception:
                 log.warning("the client refused file watching; watching the disk ourselves")
         self.watcher = Watcher(workspace)
-        self.watcher.start()
+        await asyncio.get_running_loop().run_in_executor(None, self.watcher.start)
         self.watch_mode = self.watcher.mode
 
     def _loop_call(self, callback: Any) -> None:
@@ -395,9 +395,8 @@ class RippleServer(LanguageServer):
         """A file changed on disk (not through the editor): update the on-disk view."""
         if self.workspace_view is None:
             return
-        uri = path.absolute().as_uri()
-        if uri in self.history.docs:
-            return  # the editor's buffer is the truth for an open document
+        # Open documents too: the view is the disk (the editor's buffer overrides it while
+        # open), and after a close the saved text must be what the index knows.
         self.workspace_view.apply_external_change(path, kind)
 
     # -- suggestions --------------------------------------------------------------------
@@ -550,10 +549,22 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
             types.FileChangeType.Changed: "changed",
             types.FileChangeType.Deleted: "deleted",
         }
-        for change in params.changes:
-            path = uri_to_path(change.uri)
-            if path is not None:
-                ls.external_change(path, kinds.get(change.type, "changed"))
+        changes = [
+            (path, kinds.get(change.type, "changed"))
+            for change in params.changes
+            if (path := uri_to_path(change.uri)) is not None
+        ]
+
+        def apply() -> None:
+            for path, kind in changes:
+                ls.external_change(path, kind)
+
+        # Re-reading and tokenizing files must not hold up keystrokes: a worker thread
+        # does it (the workspace view is thread-safe).
+        try:
+            asyncio.get_running_loop().run_in_executor(None, apply)
+        except RuntimeError:
+            apply()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(

@@ -33,7 +33,8 @@ folder inside another one is covered by the outer folder. Lines are 0-based inde
 **Index.** ``identifiers="syntax"`` (the default) takes the identifier tokens of
 ``models/edits/tokens.py`` (tree-sitter leaves: names in code, not in strings or
 comments, keywords left out); ``"words"`` takes every word of the text with a regular
-expression, about 12x faster to build but also finding names in comments and strings.
+expression: on a 176 MB tree it took 4.6x less CPU to build, but it also finds names in
+comments and strings and its index was 2.1x larger.
 Each file keeps its identifiers as one sorted tuple of names and two packed integer
 arrays (the lines of each name, a call flag in the low bit), and a global map sends each
 identifier to the files that hold it; a changed file swaps its own entry. File texts are

@@ -284,7 +284,12 @@ async def test_external_change_reported_by_the_client_updates_the_index(
         )
     )
     uri, version = await _open_and_edit(client, project)
-    edits = await _next_edits(client, uri, version)
+    # The change is applied off the event loop: ask until it shows (bounded).
+    for _ in range(50):
+        edits = await _next_edits(client, uri, version)
+        if any(e["textDocument"]["uri"].endswith("more.py") for e in edits):
+            break
+        await asyncio.sleep(0.1)
     assert any(e["textDocument"]["uri"].endswith("more.py") for e in edits)
     # The disk change was not taken for an edit of the user's.
     status = await _status(client)
