@@ -84,6 +84,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP socket instead of stdio")
     p.add_argument(
+        "--stdio", action="store_true", help="serve over stdio (the default; accepted because many clients pass it)"
+    )
+    p.add_argument(
         "--log-file", type=Path, help="write the server's log here (default: stderr, at WARNING)"
     )
     p.add_argument("--verbose", action="store_true", help="log at DEBUG level")
@@ -301,6 +304,12 @@ def _add_train_edits(group: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--window", type=int, default=126, help="initial-state pieces around the edits (default 126)")
     p.add_argument("--max-edits", type=int, default=64, help="most recent token edits kept (default 64)")
     p.add_argument("--max-hunks", type=int, default=16, help="most recent live edits of the file kept (default 16)")
+    p.add_argument(
+        "--hunk-markers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end each live edit with the <hunk> insert/delete pair (default on)",
+    )
     p.add_argument("--hidden", type=int, default=64, help="IA hidden size (default 64: about 0.8M parameters)")
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--dropout", type=float, default=0.0)

@@ -261,9 +261,11 @@ class Engine:
             self.stats["shown"] += 1
 
     def did_accept(self, edit_id: str, accepted_length: int | None = None) -> None:
-        if self.shown.pop(edit_id, None) is None:
-            return
+        """An accepted suggestion; a partial accept keeps it open for the rest (or a reject)."""
         partial = accepted_length is not None and accepted_length >= 0
+        shown = self.shown.get(edit_id) if partial else self.shown.pop(edit_id, None)
+        if shown is None:
+            return
         self.stats["accepted_partly" if partial else "accepted"] += 1
         self.debounce.accepted()
 
