@@ -110,6 +110,7 @@ def test_bench_latency_runs_the_real_server(tmp_path: Path, capsys: pytest.Captu
     assert report["errors"] == 0 and report["duplicate_answers"] == 0
     assert report["text_in_sync"] is True
     assert report["server_exit_code"] == 0
+    assert report["rss_growth_mb"] < 50  # bounded memory while typing
     assert report["device"] in ("cpu", "cuda")
     assert 0 < report["p50_ms"] <= report["p99_ms"] <= report["max_ms"]
     printed = capsys.readouterr().out
