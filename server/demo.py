@@ -45,6 +45,7 @@ def monthly_report(month):
 '''
 EDIT_LINE = 8
 TYPED = ", timeout=5"
+PAUSE_S = 1.0
 
 
 def _apply(lines: list[str], edit: dict[str, Any]) -> tuple[int, str, str]:
@@ -83,8 +84,14 @@ def run(args: argparse.Namespace) -> int:
                 "position": {"line": EDIT_LINE, "character": col + len(TYPED)},
             }
             t0 = time.perf_counter()
-            result = client.request("ripple/nextEdits", params)
+            typing = client.request("ripple/nextEdits", params)
             latency_ms = (time.perf_counter() - t0) * 1000
+            # The user pauses: the server runs its models (off its event loop) and the
+            # next request for the same text gets every member's suggestions.
+            time.sleep(PAUSE_S)
+            t0 = time.perf_counter()
+            result = client.request("ripple/nextEdits", params)
+            paused_ms = (time.perf_counter() - t0) * 1000
 
         edits: list[dict[str, Any]] = result["edits"]
         texts = {"client.py": CLIENT, "reports.py": REPORTS}
@@ -97,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nYou typed {TYPED!r} into client.py, line {EDIT_LINE + 1}:")
         print(f"  - {line_text.strip()}")
         print(f"  + {new_line.strip()}")
-        print(f"\nripple/nextEdits answered in {latency_ms:.1f} ms with {len(edits)} edit(s):")
+        print(
+            f"\nripple/nextEdits while typing: {len(typing['edits'])} edit(s) in {latency_ms:.1f} ms "
+            "(the rules; models run when typing pauses)"
+        )
+        print(f"after a {PAUSE_S:.0f} s pause: {len(edits)} edit(s) in {paused_ms:.1f} ms:")
         if not edits:
             print("  (none)")
         shown = []
@@ -120,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
             "indexed_files": status["indexedFiles"],
             "edit": {"file": "client.py", "line": EDIT_LINE, "old": line_text, "new": new_line},
             "latency_ms": round(latency_ms, 3),
+            "latency_after_pause_ms": round(paused_ms, 3),
+            "edits_while_typing": len(typing["edits"]),
             "suggestions": shown,
         }
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -208,15 +208,32 @@ class Engine:
 
     # -- suggestions --------------------------------------------------------------------
 
-    def suggest(self, uri: str, line: int, col: int) -> list[NextEdit]:
-        """Ranked next edits for the document ``uri`` with the cursor at (line, code point)."""
-        if not self.config.enabled or uri not in self.history.docs:
-            return []
-        if not self.allowed(uri, uri):  # outside the workspace, or too large to serve
+    def servable(self, uri: str) -> bool:
+        """Whether suggestions may be made for the open document ``uri`` at all."""
+        return self.config.enabled and uri in self.history.docs and self.allowed(uri, uri)
+
+    def suggest(self, uri: str, line: int, col: int, fast: bool = False) -> list[NextEdit]:
+        """Ranked next edits for the document ``uri`` with the cursor at (line, code point).
+
+        ``fast`` runs only the members cheap enough for every keystroke (see
+        ``Ensemble.slow``); the full set runs when typing pauses (``lsp.py``).
+        """
+        if not self.servable(uri):
             return []
         ctx = self.context(uri, line, col)
-        suggestions = self.predictor.suggest(ctx)
-        return self.present(ctx, suggestions, uri)
+        return self.present(ctx, self.predict(ctx, fast), uri)
+
+    def predict(self, ctx: EditContext, fast: bool = False) -> list[Suggestion]:
+        """The predictor's raw suggestions; safe to call off the event loop (``ctx`` is data)."""
+        suggest_fast = getattr(self.predictor, "suggest_fast", None)
+        if fast and suggest_fast is not None:
+            result: list[Suggestion] = suggest_fast(ctx)
+            return result
+        return self.predictor.suggest(ctx)
+
+    @property
+    def has_slow_members(self) -> bool:
+        return bool(getattr(self.predictor, "slow", None))
 
     def present(
         self, ctx: EditContext, suggestions: list[Suggestion], request_uri: str | None = None

@@ -139,11 +139,12 @@ class RippleServer(LanguageServer):
         self.roots: list[Path] = []
         self.indexing: asyncio.Task[None] | None = None
         self.speculative: dict[str, asyncio.TimerHandle] = {}
-        # The latest computed suggestions per document: (version, edits).
-        self.latest: dict[str, tuple[int, list[NextEdit]]] = {}
+        # The latest computed suggestions per document: (version, edits, from every member).
+        self.latest: dict[str, tuple[int, list[NextEdit], bool]] = {}
         self.event_loop: asyncio.AbstractEventLoop | None = None
         self.failures_reported = 0
         self.unserved: set[str] = set()  # open documents too large or binary to serve
+        self.pending_runs: set[asyncio.Future[Any]] = set()
         self.last_failure_notice: float | None = None
 
     # -- transport ------------------------------------------------------------------------
@@ -402,11 +403,17 @@ class RippleServer(LanguageServer):
     # -- suggestions --------------------------------------------------------------------
 
     def compute(self, uri: str, line: int, col: int) -> list[NextEdit]:
+        """Suggestions for a request, now: from the pause-time run if it is current, else
+        from the members fast enough to answer a keystroke (the models join at the pause)."""
         assert self.engine is not None
         version = self.history.version(uri)
-        edits = self.engine.suggest(uri, line, col)
+        cached = self.latest.get(uri)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        fast = self.engine.has_slow_members
+        edits = self.engine.suggest(uri, line, col, fast=fast)
         if version is not None:
-            self.latest[uri] = (version, edits)
+            self.latest[uri] = (version, edits, not fast)
         self._report_failures()
         return edits
 
@@ -443,22 +450,37 @@ class RippleServer(LanguageServer):
         except RuntimeError:
             return
         version = self.history.version(uri)
+        engine = self.engine
 
         def run() -> None:
             self.speculative.pop(uri, None)
-            if uri not in self.history.docs or self.history.version(uri) != version:
+            if self.history.version(uri) != version or not engine.servable(uri):
                 return
             cached = self.latest.get(uri)
-            if cached is not None and cached[0] == version:
+            if cached is not None and cached[0] == version and cached[2]:
                 return
             last = self.history.edits[-1] if self.history.edits else None
             line = last.start + max(len(last.new_lines) - 1, 0) if last else 0
-            try:
-                self.compute(uri, line, 0)
-            except Exception:
-                log.exception("speculative suggestion run failed")
+            ctx = engine.context(uri, line, 0)  # a snapshot: plain immutable data
+            task = loop.run_in_executor(None, engine.predict, ctx, False)
+            self.pending_runs.add(task)
 
-        self.speculative[uri] = loop.call_later(self.engine.debounce.ms / 1000, run)
+            def done(future: asyncio.Future[list[Any]]) -> None:
+                self.pending_runs.discard(future)
+                if future.cancelled():
+                    return
+                if future.exception() is not None:
+                    log.error("speculative suggestion run failed", exc_info=future.exception())
+                    return
+                if self.history.version(uri) != version:
+                    return  # the text moved on while the models ran: never show stale edits
+                self.latest[uri] = (version, engine.present(ctx, future.result(), uri), True)
+                self._report_failures()
+
+            task.add_done_callback(done)
+
+        # The models run only when typing pauses; a keystroke before that reschedules.
+        self.speculative[uri] = loop.call_later(engine.debounce.ms / 1000, run)
 
     def position_to_col(self, uri: str, line: int, character: int) -> tuple[int, int] | None:
         doc = self.history.get(uri)
@@ -596,11 +618,7 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
         at = ls.position_to_col(uri, int(_get(position, "line", 0)), int(_get(position, "character", 0)))
         if at is None:
             return {"edits": []}
-        cached = ls.latest.get(uri)
-        if cached is not None and cached[0] == current:
-            edits = cached[1]
-        else:
-            edits = ls.compute(uri, *at)
+        edits = ls.compute(uri, *at)
         return {"edits": [edit.to_json() for edit in edits]}
 
     @server.feature(
@@ -645,12 +663,8 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
         )
         if version is None or not literal:
             return None
-        cached = ls.latest.get(uri)
-        if cached is not None and cached[0] == version:
-            edits = cached[1]
-        else:
-            at = ls.position_to_col(uri, params.range.start.line, params.range.start.character)
-            edits = ls.compute(uri, *at) if at is not None else []
+        at = ls.position_to_col(uri, params.range.start.line, params.range.start.character)
+        edits = ls.compute(uri, *at) if at is not None else []
         first, last = params.range.start.line, params.range.end.line
         actions = []
         for edit in edits:

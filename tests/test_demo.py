@@ -26,7 +26,7 @@ def test_demo_suggests_the_argument_at_the_other_call_sites(tmp_path: Path) -> N
     # The other file of the project is not open: the workspace index found it.
     assert ("reports.py", 4, 'return fetch(f"/reports/{month}", timeout=5)') in got
     assert all("client.py:9" in s["explanation"] for s in result["suggestions"])
-    assert "ripple/nextEdits answered in" in proc.stdout
+    assert "ripple/nextEdits while typing" in proc.stdout and "pause" in proc.stdout
 
 
 def test_demo_with_a_broken_models_folder_still_serves_the_rules(tmp_path: Path) -> None:

@@ -105,15 +105,29 @@ class Ensemble:
         members: Sequence[Predictor],
         gate: Gate | None = None,
         max_suggestions: int = 5,
+        slow: Sequence[str] = (),
     ) -> None:
         self.members = list(members)
         self.gate = gate or Gate()
         self.max_suggestions = max_suggestions
+        # Members too slow to run on every keystroke (the neural models): the server runs
+        # them when typing pauses, off its event loop, and merges their answers then.
+        self.slow = set(slow)
         self.failures: dict[str, int] = {}
 
     def suggest(self, ctx: EditContext) -> list[Suggestion]:
+        """Every member's suggestions, gated, merged and ranked (what the benchmark scores)."""
+        return self.suggest_with(ctx, include_slow=True)
+
+    def suggest_fast(self, ctx: EditContext) -> list[Suggestion]:
+        """Only the members cheap enough for every keystroke."""
+        return self.suggest_with(ctx, include_slow=False)
+
+    def suggest_with(self, ctx: EditContext, include_slow: bool) -> list[Suggestion]:
         merged: dict[tuple[str, int, int, tuple[str, ...]], Suggestion] = {}
         for member in self.members:
+            if not include_slow and member.name in self.slow:
+                continue
             try:
                 proposed = member.suggest(ctx)
             except Exception:  # a broken member must not silence the others
