@@ -472,7 +472,7 @@ class RippleServer(LanguageServer):
                 if future.exception() is not None:
                     log.error("speculative suggestion run failed", exc_info=future.exception())
                     return
-                if self.history.version(uri) != version:
+                if version is None or self.history.version(uri) != version:
                     return  # the text moved on while the models ran: never show stale edits
                 self.latest[uri] = (version, engine.present(ctx, future.result(), uri), True)
                 self._report_failures()

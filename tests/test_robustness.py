@@ -406,3 +406,34 @@ def test_a_hostile_workspace_starts_fast_and_is_not_parsed(tmp_path: Path) -> No
         assert _rss_mb(c.process.pid) < 400
     finally:
         assert c.close() == 0
+
+
+# -- retrieval indexes ----------------------------------------------------------------------------
+
+
+def test_annoy_indexes_are_checked_before_annoy_reads_them(tmp_path: Path) -> None:
+    from annoy import AnnoyIndex
+
+    from ripple.models.runtime import ModelError
+    from ripple.models.runtime.ann import load_annoy, save_annoy
+
+    index = AnnoyIndex(8, "angular")
+    for i in range(100):
+        index.add_item(i, [float((i * j) % 7) for j in range(8)])
+    index.build(5)
+    path = tmp_path / "code.ann"
+    digest = save_annoy(index, path)
+    good = load_annoy(path, 8, "angular", 100, digest)
+    assert good.get_nns_by_item(3, 5)[0] == 3
+    good.unload()
+    # Built for another dimension, truncated, tampered, wrong item count: refused.
+    for dim, items, sha in [(16, 100, digest), (8, 100, "0" * 64), (8, 99, digest)]:
+        with pytest.raises(ModelError):
+            load_annoy(path, dim, "angular", items, sha)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.ann"
+    cut.write_bytes(data[: len(data) - 10])
+    with pytest.raises(ModelError, match="truncated"):
+        load_annoy(cut, 8, "angular", 100, digest)
+    with pytest.raises(ModelError):
+        load_annoy(tmp_path / "missing.ann", 8, "angular", 100, digest)
