@@ -168,6 +168,7 @@ class Engine:
         self.allowed: Callable[[str, str], bool] = lambda uri, request_uri: True
         self.debounce = Debounce(config.debounce_ms, config.min_debounce_ms, config.max_debounce_ms)
         self.rejected: set[tuple[str, str, str]] = set()
+        self.partly_accepted: set[str] = set()
         self.shown: dict[str, NextEdit] = {}
         self.stats: Counter[str] = Counter()
         self._ids = itertools.count(1)
@@ -283,6 +284,10 @@ class Engine:
         shown = self.shown.get(edit_id) if partial else self.shown.pop(edit_id, None)
         if shown is None:
             return
+        if partial:
+            if edit_id in self.partly_accepted:
+                return  # counted once per suggestion, however many words were taken
+            self.partly_accepted.add(edit_id)
         self.stats["accepted_partly" if partial else "accepted"] += 1
         self.debounce.accepted()
 
