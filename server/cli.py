@@ -262,6 +262,8 @@ def _add_eval_edits(group: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--max-commits", type=int, metavar="N", help="only the first N kept commits of each file")
     p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json", help="write the results here")
     p.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the Fig. 4d curve here")
+    p.add_argument("--model", type=Path, metavar="DIR", help="also run this exported model as the `ia` predictor on the replay steps, at every threshold")
+    p.add_argument("--replay-max-commits", type=int, default=300, metavar="N", help="kept commits per file for --model (default 300)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

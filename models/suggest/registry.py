@@ -31,6 +31,7 @@ SHIPPED = "ripple"
 # Modules that register model kinds and predictors when imported; imported on first use
 # so that naming a system never costs more than the systems asked for.
 _PLUGIN_MODULES: list[str] = [
+    "ripple.models.suggest.zhao_predictor",  # "ia" and model kind "zhao-ia" (Zhao et al. IA)
 ]
 
 
@@ -130,4 +131,5 @@ def make_shipped(models_dir: Path | None = None, device: str = "auto") -> Shippe
             problems.append(str(exc))
     elif models_dir is not None:
         problems.append(f"{models_dir}: no such models folder; serving the rules only")
-    return Shipped(Ensemble(members, gate), loaded, problems)
+    slow = [m.name for m in members[1:]]  # every model member; the rules are fast
+    return Shipped(Ensemble(members, gate, slow=slow), loaded, problems)
