@@ -116,12 +116,12 @@ def _cell(ours: float | None, paper: float | None) -> str:
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
-    """The printed table: per task, ripple's accuracy and the paper's for IA, E and IR."""
+    """The printed table: per task, ripple's accuracy ("-" if untrained) and the paper's."""
     head = f"{'task':22}" + "".join(f" {m.upper() + ' ours':>6} {'paper':>6}  " for m in MODELS)
     lines = [head, "-" * len(head)]
     for task, scores in results.items():
         cells = "".join(
-            f" {_cell(scores.get(m), paper_accuracy(task, m) if m in scores else None)}  "
+            f" {_cell(scores.get(m), paper_accuracy(task, m))}  "
             for m in MODELS
         )
         lines.append(f"{task:22}{cells}")
