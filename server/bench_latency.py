@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ripple.models.errors import UsageError
+from ripple.models.metrics import percentile
 from ripple.server.client import REQUEST_CANCELLED, LspClient, LspError
 from ripple.server.history import EditHistory
 
@@ -309,17 +309,6 @@ def plan_typing(text: str, count: int, seed: int = 0) -> list[Keystroke]:
 
 
 # ---------------------------------------------------------------- measuring
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile with linear interpolation; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def rss_mb(pid: int) -> float | None:

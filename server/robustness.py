@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ripple.server.bench_latency import measure, rss_mb
 from ripple.server.client import LspClient
 
 FRAME_KINDS = (
@@ -226,7 +227,7 @@ def hostile_workspace(directories: int, root: Path) -> dict[str, Any]:
         startup_s = time.monotonic() - t0
         status = client.request("ripple/status", {"waitForIndex": True}, timeout=600)
         indexed_s = time.monotonic() - t0
-        rss = _rss_mb(client.process.pid)
+        rss = rss_mb(client.process.pid) or 0.0
         alive = client.process.poll() is None
     finally:
         client.close()
@@ -246,20 +247,9 @@ def _serve() -> list[str]:
     return server_command()
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from ripple.server.bench_latency import measure
 
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ripple-robust-") as tmp:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from ripple.server.bench_latency import rss_mb
 from ripple.server.client import LspClient, LspError, server_command
-from ripple.server.robustness import FRAME_KINDS, fuzz_frames, well_framed
+from ripple.server.robustness import CALLS, FRAME_KINDS, fuzz_frames, well_framed
 
 
 def _frame(body: bytes) -> bytes:
@@ -183,7 +184,6 @@ def test_hostile_values_in_well_formed_messages(fuzz_server: LspClient, messages
 
 # -- edit confinement ------------------------------------------------------------------------
 
-CALLS = "def a():\n    return fetch(url)\n\n\ndef b():\n    return fetch(url)\n"
 
 
 def test_edits_never_target_anything_outside_the_workspace(tmp_path: Path) -> None:
@@ -363,13 +363,6 @@ def test_a_failing_predictor_never_stops_suggestions_and_is_reported_once(tmp_pa
 # -- hostile workspace ------------------------------------------------------------------------
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def test_a_hostile_workspace_starts_fast_and_is_not_parsed(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -403,7 +396,7 @@ def test_a_hostile_workspace_starts_fast_and_is_not_parsed(tmp_path: Path) -> No
             {"textDocument": {"uri": uri, "version": 2}, "position": {"line": 0, "character": 0}},
         ) == {"edits": []}
         assert c.process.poll() is None
-        assert _rss_mb(c.process.pid) < 400
+        assert (rss_mb(c.process.pid) or 0) < 400
     finally:
         assert c.close() == 0
 

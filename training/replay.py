@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from ripple.models.edits.hunks import LineHunk, split_lines, text_hunks
 from ripple.models.errors import UsageError
+from ripple.models.metrics import percentile
 from ripple.models.suggest.api import Cursor, EditContext, Lines, LiveEdit, Predictor, Suggestion
 from ripple.models.suggest.registry import make_predictor, system_names
 from ripple.training.data import CommitRecord, iter_commits
@@ -179,17 +179,6 @@ class SystemScore:
             "latency_ms_p50": percentile(self.latencies_ms, 50),
             "latency_ms_p99": percentile(self.latencies_ms, 99),
         }
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile with linear interpolation (numpy's default); 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 @dataclass

@@ -90,20 +90,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     model_config = ZhaoConfig(hidden=args.hidden, layers=args.layers)
     model = build_zhao_model(args.model, model_config)
-    config = TrainConfig(
-        out_dir=str(args.out),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        eval_every=args.eval_every,
-        patience=args.patience,
-        max_steps=args.max_steps,
-        resume=args.resume,
-        quiet=args.quiet,
-        cpu_threads=args.threads,
-    )
+    config = TrainConfig.from_args(args)
     trainer = Trainer(
         model,
         config,

@@ -14,6 +14,7 @@ Defaults follow Zhao et al. Appendix B.1: Adam, gradients clipped at global norm
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import random
@@ -70,6 +71,24 @@ class TrainConfig:
     resume: bool = False
     keep_checkpoints: int = 2
     quiet: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainConfig:
+        """The config from the training options every ``ripple train`` command shares."""
+        return cls(
+            out_dir=str(args.out),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            device=args.device,
+            eval_every=args.eval_every,
+            patience=args.patience,
+            max_steps=args.max_steps,
+            resume=args.resume,
+            quiet=args.quiet,
+            cpu_threads=args.threads,
+        )
 
 
 @dataclass

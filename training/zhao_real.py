@@ -740,20 +740,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     model = build_zhao_model("ia", model_config)
     assert isinstance(model, ImplicitAttention)
-    config = TrainConfig(
-        out_dir=str(args.out),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        eval_every=args.eval_every,
-        patience=args.patience,
-        max_steps=args.max_steps,
-        resume=args.resume,
-        quiet=args.quiet,
-        cpu_threads=args.threads,
-    )
+    config = TrainConfig.from_args(args)
     trainer = Trainer(
         model,
         config,
