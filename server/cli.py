@@ -238,6 +238,33 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_eval_edits(group)
+    p = _add(
+        group,
+        "copy",
+        "ripple.training.copy_eval:run",
+        "the span-copying editor vs CopyTok and the ablations on held-out edit pairs",
+        description=(
+            "Build edit pairs (fragment + recent edits -> edited fragment) from the given commits\n"
+            "with the training builder, decode each with every exported editor through\n"
+            "onnxruntime (merged-ray beam search), and score exact match of the top candidate\n"
+            "that changes the input, exact@BEAM, MRR and decoder actions per example."
+        ),
+        epilog=(
+            "example: ripple eval copy --commits ../shared/data/commits/PyCQA__flake8.jsonl.xz \\\n"
+            "           ../shared/data/commits/marshmallow-code__marshmallow.jsonl.xz --json out/copy.json"
+        ),
+    )
+    p.add_argument("--commits", type=Path, nargs="+", required=True, metavar="FILE", help="commit record files (.jsonl.xz)")
+    p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json", help="write the results here")
+    p.add_argument("--systems", default=",".join(("copy-span", "copy-token", "copy-span-longest", "copy-span-nomarg")), metavar="A,B,...", help="editors to score (default: all four)")
+    p.add_argument("--models", type=Path, metavar="DIR", help="folder holding editors/NAME (default: the bundled models)")
+    p.add_argument("--system-dir", action="append", metavar="NAME=DIR", help="score the editor in DIR as NAME (repeatable)")
+    p.add_argument("--max-commits", type=int, default=100, metavar="N", help="kept commits per file (default 100)")
+    p.add_argument("--max-examples", type=int, metavar="N", help="stop at N examples")
+    p.add_argument("--beam", type=int, default=20, help="beam size (default 20, as the paper)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_eval_edits(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -328,6 +355,60 @@ def _add_train_edits(group: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--export", type=Path, metavar="DIR", help="export the best model here (ONNX + vocab + manifest)")
     p.add_argument("--calibrate-commits", type=int, default=150, metavar="N", help="dev replay commits per dev repository for the threshold (default 150)")
     p.add_argument("--target-precision", type=float, default=0.3, help="dev precision@1 the threshold aims for (default 0.3)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or evaluation lines")
+
+
+def _add_train_copy(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        group,
+        "copy",
+        "ripple.training.copy_train:run",
+        "train the span-copying editor (Copy That!), its CopyTok baseline or an ablation",
+        description=(
+            "Train Panthaplackel et al.'s Seq2Seq+CopySpan editor on real edit pairs: replay\n"
+            "the permissively licensed training repositories' commits hunk by hunk; each step's\n"
+            "next hunk gives (fragment before + the commit's previous hunks -> fragment after).\n"
+            "--system picks the model: copy-span (marginalised objective, Eq. 2), copy-token\n"
+            "(single-token copying), copy-span-longest or copy-span-nomarg (the Table 2\n"
+            "ablations). The examples are built once into --examples and reused by every run\n"
+            "with the same settings. Early stopping on held-out training repositories (never the\n"
+            "validation ones); --export writes the best model as ONNX + vocab + manifest."
+        ),
+        epilog=(
+            "example: nice ripple train copy --system copy-span --out runs/copy-span \\\n"
+            "           --examples runs/copy-data --max-steps 2000 --export models/weights/editors/copy-span"
+        ),
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (checkpoints, results.json)")
+    p.add_argument("--system", default="copy-span", help="copy-span (default), copy-token, copy-span-longest, copy-span-nomarg")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR", help="data folder (default $RIPPLE_DATA or ../shared/data)")
+    p.add_argument("--examples", type=Path, metavar="DIR", help="where the examples are built or reused (default RUN_DIR/data)")
+    p.add_argument("--max-commits", type=int, default=800, metavar="N", help="kept commits per training repository (default 800)")
+    p.add_argument(
+        "--dev-repos",
+        type=lambda text: [r.strip() for r in text.split(",") if r.strip()],
+        default=["psf/requests", "pallets/click"],
+        metavar="OWNER/NAME,...",
+        help="training repositories held out for early stopping (default psf/requests,pallets/click)",
+    )
+    p.add_argument("--dev-max-commits", type=int, default=100, metavar="N", help="kept commits per dev repository (default 100)")
+    p.add_argument("--radius", type=int, default=2, help="fragment lines above and below the edited lines (default 2)")
+    p.add_argument("--context-edits", type=int, default=3, help="recent edits in the input (default 3)")
+    p.add_argument("--vocab-size", type=int, default=5000, help="generation vocabulary, specials included (default 5000)")
+    p.add_argument("--embedding", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between dev evaluations (0 = every epoch)")
+    p.add_argument("--patience", type=int, default=6, help="evaluations without improvement before stopping")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--export", type=Path, metavar="DIR", help="export the best model here (ONNX + vocab + manifest)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or evaluation lines")
 
 
@@ -522,6 +603,7 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-run lines")
     _add_train_edits(group)
+    _add_train_copy(group)
     group = _group(
         sub,
         "export",
@@ -554,6 +636,22 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = _add(
+        group,
+        "copy",
+        "ripple.training.copy_export:run",
+        "export a `ripple train copy` run's best editor to an ONNX model folder",
+        description=(
+            "Export the best model of a `ripple train copy` run as two ONNX graphs (encoder and\n"
+            "decoder step, dynamic batch and length) with its vocabulary and a manifest (sha256\n"
+            "of every file). The export is checked against torch before it is kept: every output\n"
+            "within 1e-4, and greedy decoding through onnxruntime gives torch's tokens."
+        ),
+        epilog="example: ripple export copy runs/copy-span --out models/weights/editors/copy-span",
+    )
+    p.add_argument("run", type=Path, metavar="RUN_DIR", help="a `ripple train copy` run folder")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the model folder to write")
+    p.add_argument("--name", help="the model's name in its manifest (default: the run's system)")
 
 
 def build_parser() -> argparse.ArgumentParser:

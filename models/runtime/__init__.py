@@ -21,6 +21,7 @@ from ripple.models.runtime.manifest import (
 from ripple.models.runtime.session import (
     DEVICES,
     OnnxModel,
+    OnnxPart,
     default_models_dir,
     load_model,
     load_models,
@@ -33,6 +34,7 @@ __all__ = [
     "Manifest",
     "ModelError",
     "OnnxModel",
+    "OnnxPart",
     "TensorSpec",
     "default_models_dir",
     "file_sha256",

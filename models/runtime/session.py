@@ -34,7 +34,7 @@ from ripple.models.runtime.manifest import (
     read_manifest,
 )
 
-__all__ = ["DEVICES", "OnnxModel", "default_models_dir", "load_model", "load_models"]
+__all__ = ["DEVICES", "OnnxModel", "OnnxPart", "default_models_dir", "load_model", "load_models"]
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,13 @@ class OnnxModel:
         manifest: Manifest,
         directory: Path,
         session: ort.InferenceSession,
+        options: ort.SessionOptions | None = None,
     ) -> None:
         self.manifest = manifest
         self.directory = directory
         self.providers: list[str] = list(session.get_providers())
         self._session = session
+        self._options = options if options is not None else _session_options(None)
         self._inputs = {spec.name: spec for spec in manifest.inputs}
         self._outputs = [spec.name for spec in manifest.outputs]
 
@@ -152,6 +154,22 @@ class OnnxModel:
             raise self._error(f"onnxruntime failed: {_one_line(exc)}") from None
         return dict(zip(names, results, strict=True))
 
+    def part(self, name: str) -> OnnxPart:
+        """A second graph of this model, listed in the manifest's files (sha256 checked).
+
+        For models that run as more than one graph (an encoder and a decoder step); the
+        part runs on the same providers as the main graph.
+        """
+        if name not in self.manifest.files:
+            raise self._error(
+                f"{name} is not one of the model's files ({', '.join(self.manifest.files) or 'none'})"
+            )
+        path = self.directory / name
+        data = _read_verified(path, self.manifest.files[name])
+        device = "cuda" if CUDA in self.providers else "cpu"
+        session = _create_session(data, path, self._options, device)
+        return OnnxPart(f"{self.manifest.name}/{name}", path, session)
+
     def read_json(self, name: str) -> Any:
         """The parsed JSON of a file the manifest lists (its sha256 is checked again)."""
         if name not in self.manifest.files:
@@ -164,6 +182,28 @@ class OnnxModel:
             return json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelError(f"not valid JSON ({exc})", path) from None
+
+
+class OnnxPart:
+    """A further graph of a model (see ``OnnxModel.part``): run by name, errors as ModelError."""
+
+    def __init__(self, name: str, path: Path, session: ort.InferenceSession) -> None:
+        self.name = name
+        self.path = path
+        self._session = session
+        self.inputs = [node.name for node in session.get_inputs()]
+        self.outputs = [node.name for node in session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [name for name in self.inputs if name not in feeds]
+        if missing:
+            raise ModelError(f"{self.name}: missing input(s) {', '.join(missing)}", self.path)
+        arrays = {name: np.ascontiguousarray(feeds[name]) for name in self.inputs}
+        try:
+            results = self._session.run(self.outputs, arrays)
+        except Exception as exc:  # onnxruntime's pybind errors share no public base class
+            raise ModelError(f"{self.name}: onnxruntime failed: {_one_line(exc)}", self.path) from None
+        return dict(zip(self.outputs, results, strict=True))
 
 
 def _shape_text(spec: TensorSpec) -> str:
@@ -283,7 +323,7 @@ def load_model(model_dir: Path, device: str = "auto", threads: int | None = None
         _read_verified(model_dir / name, digest)
     session = _create_session(data, onnx_path, options, device)
     _check_graph(manifest, session, model_dir / MANIFEST_FILE)
-    return OnnxModel(manifest, model_dir, session)
+    return OnnxModel(manifest, model_dir, session, options)
 
 
 def load_models(

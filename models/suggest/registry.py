@@ -32,6 +32,7 @@ SHIPPED = "ripple"
 # so that naming a system never costs more than the systems asked for.
 _PLUGIN_MODULES: list[str] = [
     "ripple.models.suggest.zhao_predictor",  # "ia" and model kind "zhao-ia" (Zhao et al. IA)
+    "ripple.models.suggest.copy_predictor",  # "copy-span", "copy-token" (= "seq2seq-copy")
 ]
 
 
