@@ -652,6 +652,7 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("run", type=Path, metavar="RUN_DIR", help="a `ripple train copy` run folder")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the model folder to write")
     p.add_argument("--name", help="the model's name in its manifest (default: the run's system)")
+    p.add_argument("--examples", type=Path, metavar="DIR", help="the run's examples folder, for the manifest's data record (default RUN_DIR/data)")
 
 
 def build_parser() -> argparse.ArgumentParser:

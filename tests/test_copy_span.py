@@ -29,8 +29,13 @@ from ripple.models.suggest.copy_features import (
     make_fragment,
     run_lengths,
 )
-from ripple.models.suggest.copy_predictor import CopyPredictor, OnnxEditor, changed_lines
-from ripple.models.suggest.registry import system_names
+from ripple.models.suggest.copy_predictor import (
+    CopyPredictor,
+    OnnxEditor,
+    changed_lines,
+    load_bundled_editor,
+)
+from ripple.models.suggest.registry import make_predictor, system_names
 from ripple.server.cli import main
 from ripple.training.copy_data import (
     CopyDataset,
@@ -370,6 +375,22 @@ def test_the_predictor_suggests_whole_line_edits_inside_the_file(
 def test_copy_systems_are_registered() -> None:
     names = system_names()
     assert {"copy-span", "copy-token", "seq2seq-copy"} <= set(names)
+
+
+@pytest.mark.parametrize(("name", "max_span"), [("copy-span", None), ("copy-token", 1)])
+def test_the_bundled_editors_load_verified_and_edit(name: str, max_span: int | None) -> None:
+    editor = load_bundled_editor(name)
+    assert editor.max_span == max_span and editor.editor == EditorConfig()
+    manifest = editor.step_model.manifest
+    assert not {"marshmallow-code/marshmallow", "PyCQA/flake8", "pylint-dev/pylint"} & set(
+        manifest.metadata["train_repos"]
+    )
+    tokens = fragment_tokens("def f(url):\n    return fetch(url)\n")
+    hyps = editor.beam(tokens, beam_size=3)
+    assert 1 <= len(hyps) <= 3 and all(h.finished for h in hyps)
+    assert [h.logp for h in hyps] == sorted((h.logp for h in hyps), reverse=True)
+    predictor = make_predictor("seq2seq-copy" if max_span == 1 else name)
+    assert isinstance(predictor, CopyPredictor) and predictor.editor.max_span == max_span
 
 
 # ---------------------------------------------------------------- command line

@@ -383,9 +383,19 @@ def run(args: Any) -> int:
     metadata = {
         k: extra[k] for k in ("steps", "best_step", "best_dev_action_accuracy") if k in extra
     }
-    if "data" in extra:
-        metadata["train_repos"] = extra["data"].get("train_repos")
-        metadata["dev_repos"] = extra["data"].get("dev_repos")
+    data = extra.get("data")
+    examples = args.examples or args.run / "data"
+    if data is None and (examples / "meta.json").is_file():
+        data = json.loads((examples / "meta.json").read_text(encoding="utf-8"))
+    if data is not None:
+        for key in ("train_repos", "dev_repos", "train_examples", "dev_examples"):
+            metadata[key] = data.get(key)
+    if "steps" not in metadata:  # a run stopped by hand: its best model's own record
+        from ripple.training.checkpoints import load_checkpoint
+
+        state = load_checkpoint(args.run / "best").state
+        metadata["best_step"] = state.get("best_step")
+        metadata["best_dev_action_accuracy"] = state.get("best_metric")
     manifest = export_copy_editor(
         model, vocab, editor, args.out, name=args.name or system, metadata=metadata
     )
