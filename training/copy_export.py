@@ -20,10 +20,6 @@ through onnxruntime against greedy decoding through torch (identical tokens).
 from __future__ import annotations
 
 import json
-import logging
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +55,7 @@ from ripple.models.suggest.copy_predictor import (
 from ripple.training.export import (
     ExportError,
     _check_out_dir,
+    _exporter_quiet,
     _graph_specs,
     _model_folder_in_progress,
     _tool_versions,
@@ -98,19 +95,6 @@ class _Step(nn.Module):
         return self.model.step(token, state, memory, keys, starts, ends, pad)
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def _export(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
@@ -120,7 +104,7 @@ def _export(
     axes: dict[str, dict[int, str]],
 ) -> None:
     module.eval()
-    with _quiet(), torch.no_grad():
+    with _exporter_quiet(), torch.no_grad():
         try:
             torch.onnx.export(
                 module,
