@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +30,7 @@ from ripple.training.synthetic import VOCAB, SyntheticEditDataset, collate_edits
 SMALL = ZhaoConfig(hidden=32, heads=4, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models on a shared 2-core machine: more threads only add waiting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_ia() -> ImplicitAttention:
