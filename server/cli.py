@@ -238,6 +238,8 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_eval_edits(group)
+    _add_eval_hearthstone(group)
+    _add_eval_drafts(group)
     p = _add(
         group,
         "copy",
@@ -263,6 +265,126 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-examples", type=int, metavar="N", help="stop at N examples")
     p.add_argument("--beam", type=int, default=20, help="beam size (default 20, as the paper)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_train_hearthstone(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        group,
+        "hearthstone",
+        "ripple.training.hearthstone:run_train",
+        "train retrieve-and-edit on the Hearthstone card -> code benchmark",
+        description=(
+            "Train, on the Hearthstone training cards, the four models `ripple eval hearthstone`\n"
+            "scores (Hashimoto et al. 2018): the vMF task retriever and the InputRetriever\n"
+            "(--retriever-steps each), the span-copying editor fed the task retriever's\n"
+            "neighbours (2nd neighbour of a training card, with (x', x', y') -> y' at rate 0.1)\n"
+            "and the same editor without retrieval (seq2seq; --editor-steps each). Each model is\n"
+            "exported to ONNX + manifest in --export (default RUN/models); the best dev step of\n"
+            "each is kept."
+        ),
+        epilog="example: ripple train hearthstone --data ../shared/data/hearthstone --out runs/hs --export models/weights/hearthstone --force",
+    )
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="folder with {train,dev,test}_hs.{in,out}")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder (checkpoints, results.json)")
+    p.add_argument("--export", type=Path, metavar="DIR", help="where the four model folders go (default RUN/models)")
+    p.add_argument("--force", action="store_true", help="replace model folders that exist")
+    p.add_argument("--only", type=lambda s: s.split(","), metavar="A,B", help="train only these of retriever,input-retriever,editor,seq2seq")
+    p.add_argument("--retriever-steps", type=int, default=1000, help="retriever steps (default 1000, as the paper)")
+    p.add_argument("--editor-steps", type=int, default=3000, help="editor steps (default 3000: 3x the retriever's)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--vocab-size", type=int, default=5000, help="vocabulary size (default 5000)")
+    p.add_argument("--eval-every", type=int, default=100, help="dev evaluation every N steps (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_eval_hearthstone(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        group,
+        "hearthstone",
+        "ripple.training.hearthstone:run_eval",
+        "retrieve-and-edit vs retriever only vs seq2seq on Hearthstone (BLEU, exact match)",
+        description=(
+            "Score, on a Hearthstone split (default test), retrieve+edit (task retriever through\n"
+            "annoy, then the editor with beam 5), the retriever alone (the neighbour's code as\n"
+            "it is) and seq2seq without retrieval, plus the lexical and input retrievers. BLEU is\n"
+            "Yin & Neubig (2017)'s: tokens split on spaces and punctuation (and camelCase),\n"
+            "sentence BLEU-4 with NLTK smoothing 3, averaged; exact = identical tokens. Writes\n"
+            '{"examples": n, "systems": {NAME: {"bleu": 0-100, "exact": 0-1}}}.'
+        ),
+        epilog="example: ripple eval hearthstone --data ../shared/data/hearthstone --json out/hearthstone.json",
+    )
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="folder with {train,dev,test}_hs.{in,out}")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="write the results here")
+    p.add_argument("--models", type=Path, metavar="DIR", help="the four model folders (default: the bundled models/weights/hearthstone)")
+    p.add_argument("--split", choices=("dev", "test"), default="test", help="split to score (default test)")
+    p.add_argument("--beam", type=int, default=5, help="beam size (default 5, as the paper)")
+    p.add_argument("--limit", type=int, metavar="N", help="score only the first N cards")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_train_drafts(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        group,
+        "drafts",
+        "ripple.training.drafts:run_train",
+        "train the retriever and editor that draft function bodies from the workspace",
+        description=(
+            "Read every function of the permissively licensed training repositories (their\n"
+            "last version of each file) as header (signature + docstring) -> body, train the\n"
+            "vMF retriever (header -> body) and the span-copying editor that rewrites the\n"
+            "nearest function's body (retrieved within the same repository) for a new header,\n"
+            "and export both to --export (ONNX + manifest). --dev-repos drive early stopping;\n"
+            "the validation repositories are never read."
+        ),
+        epilog="example: nice ripple train drafts --data ../shared/data/commits --out runs/drafts --export models/weights/drafts --force",
+    )
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="folder of commit record files (*.jsonl.xz)")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder (checkpoints, results.json)")
+    p.add_argument("--export", type=Path, metavar="DIR", help="where retriever/ and editor/ go (default RUN/models)")
+    p.add_argument("--force", action="store_true", help="replace model folders that exist")
+    p.add_argument("--only", type=lambda s: s.split(","), metavar="A,B", help="train only these of retriever,editor")
+    p.add_argument("--dev-repos", type=lambda s: s.split(","), default=["psf/requests", "pallets/click"], metavar="A,B", help="training repositories held out for early stopping (default psf/requests,pallets/click)")
+    p.add_argument("--max-dev", type=int, default=1000, metavar="N", help="dev functions sampled (default 1000)")
+    p.add_argument("--retriever-steps", type=int, default=2000, help="retriever steps (default 2000)")
+    p.add_argument("--editor-steps", type=int, default=6000, help="editor steps (default 6000)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--vocab-size", type=int, default=20000, help="vocabulary size (default 20000)")
+    p.add_argument("--eval-every", type=int, default=250, help="dev evaluation every N steps (default 250)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_eval_drafts(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        group,
+        "drafts",
+        "ripple.training.drafts:run_eval",
+        "function-body drafts (retrieve+edit) vs retrieval alone on held-out repositories",
+        description=(
+            "For functions of the given repositories (the validation ones), with the rest of the\n"
+            "repository as the workspace: draft the body from the header by retrieve+edit (the\n"
+            "server's drafts), by the learned retriever alone, and by the lexical retriever alone\n"
+            "(the server's fallback). Scores body BLEU and exact match on Yin & Neubig tokens\n"
+            "(as `ripple eval hearthstone`), and exact text in canonical indentation."
+        ),
+        epilog=(
+            "example: ripple eval drafts --commits ../shared/data/commits/PyCQA__flake8.jsonl.xz \\\n"
+            "           ../shared/data/commits/marshmallow-code__marshmallow.jsonl.xz --json out/drafts.json"
+        ),
+    )
+    p.add_argument("--commits", type=Path, nargs="+", required=True, metavar="FILE", help="commit record files (.jsonl.xz)")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="write the results here")
+    p.add_argument("--models", type=Path, metavar="DIR", help="folder with retriever/ and editor/ (default: the bundled models/weights/drafts)")
+    p.add_argument("--max-functions", type=int, default=300, metavar="N", help="functions drafted per repository (default 300, sampled)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -462,6 +584,31 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-pairs", type=int, default=500, metavar="N")
     p = _add(
         group,
+        "retrieval",
+        "ripple.training.bench_retrieval:run",
+        "annoy vs exact nearest-neighbour search: recall@10, query latency, build time",
+        description=(
+            "Index 10k and 100k unit vectors of the retriever's dimension (random, or --vectors)\n"
+            "in annoy (angular) for each (trees, search_k) of the grid, and time single queries\n"
+            "against exact search (one thread). Reports recall@10 against the exact top 10,\n"
+            "p50/p99 query latency and build time per setting, and per size the cheapest setting\n"
+            "reaching --target-recall."
+        ),
+        epilog="example: ripple bench retrieval --json out/bench-retrieval.json",
+    )
+    p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json")
+    p.add_argument("--dim", type=int, default=None, help="vector dimension (default 64, the retrievers'; with --vectors, the file's)")
+    p.add_argument("--sizes", default="10000,100000", metavar="N,N", help="index sizes (default 10000,100000)")
+    p.add_argument("--queries", type=int, default=500, metavar="N", help="timed queries per setting (default 500)")
+    p.add_argument("--trees", default="10,50,100,200", metavar="N,N", help="annoy tree counts to try (default 10,50,100,200)")
+    p.add_argument("--search-k", default="2000,5000,10000,20000,30000,50000", metavar="N,N", help="annoy search_k values to try; -1 = annoy's default")
+    p.add_argument("--target-recall", type=float, default=0.95, help="recall@10 the reported setting must reach (default 0.95)")
+    p.add_argument("--vectors", type=Path, metavar="FILE.npy", help="real embeddings (2-D .npy, one vector a row) instead of random ones")
+    p.add_argument("--jobs", type=int, default=-1, help="threads for annoy's build (default -1: every core)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p = _add(
+        group,
         "onnx",
         "ripple.training.bench_onnx:run",
         "time Zhao IA per prediction: ONNX (onnxruntime) against torch, on CPU",
@@ -604,6 +751,8 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-run lines")
     _add_train_edits(group)
     _add_train_copy(group)
+    _add_train_hearthstone(group)
+    _add_train_drafts(group)
     group = _group(
         sub,
         "export",
