@@ -42,6 +42,11 @@ class RippleConfig:
     max_file_bytes: int = 1 << 20
     max_files: int = 20_000
     exclude: tuple[str, ...] = ()
+    # "Draft body from ..." code actions for functions with an empty body
+    draft_bodies: bool = True
+    # Draft with the bundled retrieve-and-edit models (false: the lexical retriever and a
+    # copy of the neighbour's body); read when the function index is built
+    draft_models: bool = True
 
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")

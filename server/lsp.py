@@ -8,7 +8,9 @@
   newText, explanation}]}``, ranked, for edits anywhere (the shape of Copilot's
   ``textDocument/copilotInlineEdit``); ``textDocument/inlineCompletion`` (LSP 3.18)
   offers the ones at the cursor as ghost text; ``textDocument/codeAction`` offers
-  "Apply suggested edit" at a suggestion's range.
+  "Apply suggested edit" at a suggestion's range, and "Draft body from `f` (path:line)"
+  in a function whose body is still empty (``functions_index.py``: the nearest function
+  of the workspace by its header, its body adapted by the drafter).
 - The client reports ``ripple/didShowEdit``, ``ripple/didAcceptEdit`` and
   ``ripple/didRejectEdit`` (``{id}``, accept may carry ``acceptedLength``); they feed
   the suppression of rejected edits and the adaptive debounce, and stay in this process.
@@ -30,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
@@ -41,8 +43,10 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
+from ripple.models.edits.positions import utf16_len
 from ripple.server.config import RippleConfig, parse_config
 from ripple.server.engine import Engine, NextEdit
+from ripple.server.functions_index import BodyDraft, WorkspaceFunctions, is_python
 from ripple.server.history import EditHistory
 from ripple.server.transport import serve_stream
 
@@ -57,6 +61,8 @@ DID_REJECT = "ripple/didRejectEdit"
 STATUS = "ripple/status"
 DEBUG_DOCUMENT = "ripple/debug/document"
 ACCEPT_COMMAND = "ripple.acceptEdit"
+# How long an open document rests before its functions are indexed again.
+FUNCTION_UPDATE_S = 0.3
 
 
 class RippleProtocol(LanguageServerProtocol):
@@ -146,6 +152,11 @@ class RippleServer(LanguageServer):
         self.unserved: set[str] = set()  # open documents too large or binary to serve
         self.pending_runs: set[asyncio.Future[Any]] = set()
         self.last_failure_notice: float | None = None
+        # The function index behind "Draft body from ..." (None while off or not yet built).
+        self.functions: WorkspaceFunctions | None = None
+        self.functions_task: asyncio.Task[None] | None = None
+        self.function_updates: dict[str, asyncio.TimerHandle] = {}
+        self._detach_functions: Callable[[], None] | None = None
 
     # -- transport ------------------------------------------------------------------------
 
@@ -278,6 +289,7 @@ class RippleServer(LanguageServer):
     async def index_workspace(self) -> None:
         """Scan the workspace folders in a thread, reporting ``$/progress``; then watch."""
         self.event_loop = asyncio.get_running_loop()
+        await self.start_functions()
         if not self.roots or not self.config.index_workspace:
             return
         try:
@@ -286,6 +298,8 @@ class RippleServer(LanguageServer):
             log.exception("cannot set up the workspace index")
             self.problems.append(f"ripple could not index the workspace ({exc})")
             return
+        if self.functions is not None:  # the scan fills the function index as it reads
+            self._attach_functions(workspace, self.functions)
         token: str | None = None
         caps = self.client_capabilities
         if caps.window is not None and caps.window.work_done_progress:
@@ -334,6 +348,8 @@ class RippleServer(LanguageServer):
         self.workspace_view = workspace
         if self.engine is not None:
             self.engine.workspace = workspace
+        if self.functions is not None and self._detach_functions is None:
+            await self._fill_functions(workspace, self.functions)  # built while it scanned
         # Answers computed before the index existed did not look at the other files.
         self.latest.clear()
         workspace.on_change(lambda changed: self._loop_call(self.latest.clear))
@@ -380,6 +396,155 @@ class RippleServer(LanguageServer):
         self.watcher = Watcher(workspace)
         await asyncio.get_running_loop().run_in_executor(None, self.watcher.start)
         self.watch_mode = self.watcher.mode
+
+    # -- functions ----------------------------------------------------------------------
+
+    async def start_functions(self) -> None:
+        """Build the function index (its models load off the event loop) and feed it the
+        open documents and, when the workspace is already indexed, the workspace files."""
+        if self.functions is not None or not self.config.draft_bodies:
+            return
+        loop = asyncio.get_running_loop()
+        use_models = self.config.draft_models
+        try:
+            functions = await loop.run_in_executor(None, WorkspaceFunctions.load, use_models)
+        except Exception as exc:
+            log.exception("cannot set up the function index")
+            self.problems.append(f"ripple cannot draft function bodies ({exc})")
+            return
+        if self.functions is not None or not self.config.draft_bodies:
+            return  # switched off, or built by another call, meanwhile
+        self.functions = functions
+        log.info("function drafts: %s", functions.kind)
+        for uri in list(self.history.docs):
+            self.schedule_function_update(uri, 0.0, opened=True)
+        if self.workspace_view is not None:
+            await self._fill_functions(self.workspace_view, functions)
+
+    async def _fill_functions(self, workspace: Any, functions: WorkspaceFunctions) -> None:
+        """Feed an index built after the scan every file the workspace view holds."""
+        self._attach_functions(workspace, functions)
+
+        def fill() -> None:
+            for rel in workspace.files():
+                if is_python(rel) and self.functions is functions:
+                    functions.disk_text(rel, workspace.text(rel))
+
+        await asyncio.get_running_loop().run_in_executor(None, fill)
+
+    def _attach_functions(self, workspace: Any, functions: WorkspaceFunctions) -> None:
+        if self._detach_functions is not None:
+            self._detach_functions()
+        self._detach_functions = workspace.on_text(functions.disk_text)
+
+    def stop_functions(self) -> None:
+        """Drop the function index (drafts switched off, or rebuilt with other models)."""
+        if self._detach_functions is not None:
+            self._detach_functions()
+            self._detach_functions = None
+        for handle in self.function_updates.values():
+            handle.cancel()
+        self.function_updates.clear()
+        self.functions = None
+
+    def schedule_function_update(self, uri: str, delay: float, opened: bool = False) -> None:
+        """Index the functions of an open document once it rests for ``delay`` seconds
+        (off the event loop; only the newest text of a document is applied)."""
+        functions = self.functions
+        path = self.history.path(uri)
+        if functions is None or path is None or uri in self.unserved or not is_python(path):
+            return
+        handle = self.function_updates.pop(uri, None)
+        if handle is not None:
+            handle.cancel()
+        ticket = functions.opened(path) if opened else functions.ticket(path)
+        if ticket is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+
+        def run() -> None:
+            self.function_updates.pop(uri, None)
+            doc = self.history.get(uri)
+            if doc is None or self.functions is not functions:
+                return
+            loop.run_in_executor(None, functions.buffer_text, path, doc.text, ticket)
+
+        self.function_updates[uri] = loop.call_later(delay, run)
+
+    def close_functions(self, uri: str, path: str | None) -> None:
+        """An open document closed: its functions are the disk's again (or gone)."""
+        handle = self.function_updates.pop(uri, None)
+        if handle is not None:
+            handle.cancel()
+        functions, workspace = self.functions, self.workspace_view
+        if functions is None or path is None or not is_python(path):
+            return
+
+        def apply() -> None:
+            disk = workspace.text(path) if workspace is not None and path in workspace else None
+            functions.closed(path, disk)
+
+        try:
+            asyncio.get_running_loop().run_in_executor(None, apply)
+        except RuntimeError:
+            apply()
+
+    async def draft_action(
+        self, uri: str, params: types.CodeActionParams
+    ) -> types.CodeAction | None:
+        """The "Draft body from ..." action for the function at the requested range."""
+        functions = self.functions
+        only = params.context.only if params.context is not None else None
+        kind = types.CodeActionKind.RefactorRewrite.value
+        if only and not any(k == "" or kind == k or kind.startswith(f"{k}.") for k in only):
+            return None
+        doc, path = self.history.get(uri), self.history.path(uri)
+        version = self.history.version(uri)
+        if (
+            functions is None
+            or not self.config.draft_bodies
+            or doc is None
+            or path is None
+            or not is_python(path)
+            or uri in self.unserved
+            or not self.edit_allowed(uri, uri)
+        ):
+            return None
+        first, last = params.range.start.line, params.range.end.line
+        loop = asyncio.get_running_loop()
+        try:
+            draft: BodyDraft | None = await loop.run_in_executor(
+                None, functions.draft_at, path, doc.text, first, last
+            )
+        except Exception:  # the other code actions still answer
+            log.exception("drafting a function body failed")
+            return None
+        doc = self.history.get(uri)
+        if draft is None or doc is None or self.history.version(uri) != version:
+            return None  # nothing to draft, or the text moved on while it was drafted
+        lines = doc.lines
+
+        def position(at: tuple[int, int]) -> types.Position:
+            row, col = at
+            return types.Position(row, utf16_len(lines.line_text(row)[:col]))
+
+        return types.CodeAction(
+            title=draft.title,
+            kind=types.CodeActionKind.RefactorRewrite,
+            edit=types.WorkspaceEdit(
+                changes={
+                    uri: [
+                        types.TextEdit(
+                            types.Range(position(draft.start), position(draft.end)),
+                            draft.new_text,
+                        )
+                    ]
+                }
+            ),
+        )
 
     def _loop_call(self, callback: Any) -> None:
         """Run ``callback`` on the server's event loop (watcher threads call this)."""
@@ -520,6 +685,9 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
         for handle in ls.speculative.values():
             handle.cancel()
         ls.speculative.clear()
+        for handle in ls.function_updates.values():
+            handle.cancel()
+        ls.function_updates.clear()
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: RippleServer, params: types.DidOpenTextDocumentParams) -> None:
@@ -533,6 +701,7 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
             log.warning("%s is too large or binary: ripple does not suggest edits in it", doc.uri)
         else:
             ls.unserved.discard(doc.uri)
+            ls.schedule_function_update(doc.uri, 0.0, opened=True)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: RippleServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -551,10 +720,12 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
                 ls.history.replace(uri, version, change.text)
         ls.latest.pop(uri, None)
         ls.schedule_speculative(uri)
+        ls.schedule_function_update(uri, FUNCTION_UPDATE_S)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: RippleServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
+        ls.close_functions(uri, ls.history.path(uri))
         ls.history.close(uri)
         ls.unserved.discard(uri)
         ls.latest.pop(uri, None)
@@ -593,7 +764,13 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
         ls: RippleServer, params: types.DidChangeConfigurationParams
     ) -> None:
         config, problems = parse_config(params.settings, ls.config)
-        ls.config = config
+        previous, ls.config = ls.config, config
+        if ls.functions is not None and (
+            not config.draft_bodies or config.draft_models != previous.draft_models
+        ):
+            ls.stop_functions()
+        if config.draft_bodies and ls.functions is None and ls.event_loop is not None:
+            ls.functions_task = asyncio.ensure_future(ls.start_functions())
         ls.history.max_live_edits = config.max_live_edits
         ls.history.settle_after_s = config.settle_after_s
         if ls.engine is not None:
@@ -650,9 +827,11 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
 
     @server.feature(
         types.TEXT_DOCUMENT_CODE_ACTION,
-        types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix]),
+        types.CodeActionOptions(
+            code_action_kinds=[types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorRewrite]
+        ),
     )
-    def code_action(
+    async def code_action(
         ls: RippleServer, params: types.CodeActionParams
     ) -> list[types.CodeAction] | None:
         uri = params.text_document.uri
@@ -683,6 +862,9 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
                     command=types.Command(title="ripple: accept edit", command=ACCEPT_COMMAND, arguments=[edit.id]),
                 )
             )
+        draft = await ls.draft_action(uri, params)
+        if draft is not None:
+            actions.append(draft)
         return actions
 
     @server.command(ACCEPT_COMMAND)
@@ -729,6 +911,8 @@ def create_server(models_dir: Path | None = None) -> RippleServer:
             "debounceMs": engine.debounce.ms if engine else None,
             "feedback": dict(engine.stats) if engine else {},
             "liveEdits": len(ls.history.edits),
+            "functions": len(ls.functions.index) if ls.functions is not None else None,
+            "drafts": ls.functions.kind if ls.functions is not None else "off",
             "config": ls.config.__dict__,
         }
 

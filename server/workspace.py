@@ -47,7 +47,9 @@ scan writes. Readers take one short lock; writers are serialised by a second loc
 do their file reading and tokenizing outside the first, so a read never waits for a
 tokenizer. ``on_change`` listeners run on the thread that applied the change (the
 watcher's, or the scan's): a server on asyncio hands them to its loop with
-``loop.call_soon_threadsafe``.
+``loop.call_soon_threadsafe``. ``on_text`` listeners get each text the view indexes (and
+None for a file that leaves it), on the writing thread, in order: the server's function
+index (``functions_index.py``) is filled this way without reading a file twice.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ log = logging.getLogger(__name__)
 ChangeKind = Literal["created", "changed", "deleted"]
 Progress = Callable[[int, int], None]
 Listener = Callable[[list[str]], None]
+TextListener = Callable[[str, str | None], None]
 
 DEFAULT_EXCLUDE_DIRS: tuple[str, ...] = (
     ".git",
@@ -361,6 +364,7 @@ class Workspace:
         )
         self._cache_bytes = 0
         self._listeners: list[Listener] = []
+        self._text_listeners: list[TextListener] = []
 
     # -- folders and names ---------------------------------------------------------------
 
@@ -606,6 +610,34 @@ class Workspace:
                     self._listeners.remove(callback)
 
         return remove
+
+    def on_text(self, callback: TextListener) -> Callable[[], None]:
+        """Call ``callback(rel, text)`` whenever a file is indexed from a new text, and
+        ``callback(rel, None)`` when it leaves the view; returns an undo.
+
+        It runs on the writing thread (the scan's, a watcher's) with the write lock held,
+        so calls come in the order of the changes; a slow callback holds up other writers,
+        never readers. The texts of files indexed before it was added are not replayed:
+        read them with :meth:`files` and :meth:`text`.
+        """
+        with self._lock:
+            self._text_listeners.append(callback)
+
+        def remove() -> None:
+            with self._lock:
+                if callback in self._text_listeners:
+                    self._text_listeners.remove(callback)
+
+        return remove
+
+    def _notify_text(self, rel: str, text: str | None) -> None:
+        with self._lock:
+            listeners = list(self._text_listeners)
+        for listener in listeners:
+            try:
+                listener(rel, text)
+            except Exception:
+                log.exception("a workspace text listener failed")
 
     def _notify(self, changed: list[str]) -> None:
         if not changed:
@@ -857,6 +889,7 @@ class Workspace:
             return
         found = self._extract(text, language_name_for_path(inner))
         self._commit(rel, _Entry(signature, digest, found), changed)
+        self._notify_text(rel, text)
 
     def _read(self, path: str) -> tuple[tuple[int, int, int], str] | None:
         """(size, mtime_ns, inode) and text of a source file, or None when it is not one.
@@ -909,6 +942,8 @@ class Workspace:
                 self._cache_bytes -= cached[2]
         if old is not None or entry is not None:
             changed.append(rel)
+        if old is not None and entry is None:
+            self._notify_text(rel, None)
 
     def _post(self, name: str, rel: str) -> None:
         posting = self._postings.get(name)
