@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ripple.models.nets import Batch, EditModel, StepOutput
+from ripple.models.nets.copy_span import _reverse_within
 
 __all__ = ["RetrieverConfig", "VMFRetriever", "sample_vmf", "wood_w"]
 
@@ -89,12 +90,6 @@ def sample_vmf(mu: torch.Tensor, kappa: float) -> torch.Tensor:
     v = noise - (noise * mu).sum(-1, keepdim=True) * mu  # orthogonal to mu
     v = F.normalize(v, dim=-1)
     return v * torch.sqrt((1 - w * w).clamp(min=0)) + w * mu
-
-
-def _reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    steps = torch.arange(x.shape[1], device=x.device)[None, :]
-    index = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
-    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
 class VMFRetriever(EditModel):
