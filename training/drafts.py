@@ -92,16 +92,18 @@ def run_train(args: argparse.Namespace) -> int:
     from ripple.models.suggest.copy_features import EditorConfig
     from ripple.models.suggest.retrieval import OnnxRetriever
     from ripple.training.copy_export import export_copy_editor
-    from ripple.training.hearthstone import _fresh
     from ripple.training.retrieve_edit import (
         IDENTITY_P,
         EditorDataset,
         build_vocab,
+        check_export,
         export_retriever,
+        fresh_folder,
         log,
         retrieve,
         train_editor,
         train_retriever,
+        train_settings,
         write_json,
     )
 
@@ -112,11 +114,7 @@ def run_train(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"--dev-repos: {', '.join(bad)} is not a permissive training repository")
     export: Path = args.export or args.out / "models"
-    for name in ("retriever", "editor"):
-        if (export / name).exists() and not args.force:
-            raise UsageError(
-                f"{export / name} exists; pass --force to replace it or another --export"
-            )
+    check_export(export, ("retriever", "editor"), args.force)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,14 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
         f"{len(train)} training functions, {len(dev)} dev functions, vocabulary {len(vocab)}",
         args.quiet,
     )
-    settings = {
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "seed": args.seed,
-        "eval_every": args.eval_every,
-        "quiet": args.quiet,
-        "threads": args.threads,
-    }
+    settings = train_settings(args)
     report: dict[str, Any] = {"data": meta, "vocab_size": len(vocab)}
     if not args.only or "retriever" in args.only:
         log(f"training the retriever ({args.retriever_steps} steps)", args.quiet)
@@ -154,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
             train, dev, vocab, args.out / "retriever", steps=args.retriever_steps, settings=settings
         )
         export_retriever(
-            model, vocab, _fresh(export / "retriever", args.force), name="drafts-retriever",
+            model, vocab, fresh_folder(export / "retriever", args.force), name="drafts-retriever",
             metadata={**meta, "training": rep},
         )  # fmt: skip
         report["retriever"] = rep
@@ -176,7 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
             editor_model,
             vocab,
             EditorConfig(max_input=1000, max_output=MAX_BODY),
-            _fresh(export / "editor", args.force),
+            fresh_folder(export / "editor", args.force),
             name="drafts-editor",
             metadata={**meta, "training": rep},
         )

@@ -131,11 +131,14 @@ def run_train(args: argparse.Namespace) -> int:
         IDENTITY_P,
         EditorDataset,
         build_vocab,
+        check_export,
         export_retriever,
+        fresh_folder,
         log,
         retrieve,
         train_editor,
         train_retriever,
+        train_settings,
         write_json,
     )
 
@@ -144,24 +147,13 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     train, dev = load_split(args.data, "train"), load_split(args.data, "dev")
     export: Path = args.export or args.out / "models"
-    for name in MODELS:
-        if (export / name).exists() and not args.force:
-            raise UsageError(
-                f"{export / name} exists; pass --force to replace it or another --export"
-            )
+    check_export(export, MODELS, args.force)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.monotonic()
     vocab = build_vocab(train, args.vocab_size)
-    settings = {
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "seed": args.seed,
-        "eval_every": args.eval_every,
-        "quiet": args.quiet,
-        "threads": args.threads,
-    }
+    settings = train_settings(args)
     meta = {
         "data": "Hearthstone (Ling et al. 2016)",
         "train_examples": len(train),
@@ -184,29 +176,32 @@ def run_train(args: argparse.Namespace) -> int:
         export_retriever(
             model,
             vocab,
-            _fresh(export / name, args.force),
+            fresh_folder(export / name, args.force),
             name=f"hearthstone-{name}",
             metadata={**meta, "training": rep},
         )
         report[name] = rep
-    retriever = OnnxRetriever(load_model(export / "retriever", device="cpu", threads=1))
-    train_n = retrieve(retriever.embed, train, train, skip_self=True)
-    dev_n = retrieve(retriever.embed, train, dev, skip_self=False)
     for name in ("editor", "seq2seq"):
         if args.only and name not in args.only:
             continue
         with_retrieval = name == "editor"
+        train_n: list[int | None] = [None] * len(train)
+        dev_n: list[int | None] = [None] * len(dev)
+        if with_retrieval:
+            retriever = OnnxRetriever(load_model(export / "retriever", device="cpu", threads=1))
+            train_n = retrieve(retriever.embed, train, train, skip_self=True)
+            dev_n = retrieve(retriever.embed, train, dev, skip_self=False)
         log(f"training the {name} ({args.editor_steps} steps)", args.quiet)
         editor_model, rep = train_editor(
             EditorDataset(
                 train,
-                train_n if with_retrieval else [None] * len(train),
+                train_n,
                 train,
                 vocab,
                 identity_p=IDENTITY_P if with_retrieval else 0.0,
                 seed=args.seed,
             ),
-            EditorDataset(dev, dev_n if with_retrieval else [None] * len(dev), train, vocab),
+            EditorDataset(dev, dev_n, train, vocab),
             vocab,
             args.out / name,
             steps=args.editor_steps,
@@ -216,7 +211,7 @@ def run_train(args: argparse.Namespace) -> int:
             editor_model,
             vocab,
             EditorConfig(max_input=1200, max_output=MAX_OUTPUT),
-            _fresh(export / name, args.force),
+            fresh_folder(export / name, args.force),
             name=f"hearthstone-{name}",
             metadata={**meta, "training": rep, "retrieval": with_retrieval},
         )
@@ -227,14 +222,6 @@ def run_train(args: argparse.Namespace) -> int:
         f"trained {', '.join(n for n in MODELS if n in report)} in {report['wall_s']} s; models in {export}"
     )
     return 0
-
-
-def _fresh(folder: Path, force: bool) -> Path:
-    import shutil
-
-    if folder.exists() and force:
-        shutil.rmtree(folder)
-    return folder
 
 
 # -- evaluation ----------------------------------------------------------------------------

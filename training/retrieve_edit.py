@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -289,14 +289,9 @@ def export_retriever(
         worst = _retriever_parity(model, onnx, vocab)
         if worst > PARITY_TOLERANCE:
             raise ExportError(f"ONNX and torch disagree on mu by {worst:.2g}")
-        manifest = Manifest(
-            **{
-                **manifest.__dict__,
-                "metadata": {
-                    **info,
-                    "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
-                },
-            }
+        manifest = replace(
+            manifest,
+            metadata={**info, "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE}},
         )
         write_manifest(built, manifest)
     return manifest
@@ -363,8 +358,9 @@ def retrieve(
             continue
         if lexical:
             lex = LexicalRetriever([memory[i].x for i in members])
+            position = {m: j for j, m in enumerate(members)}
             for q in qs:
-                own = members.index(q) if skip_self else None
+                own = position.get(q) if skip_self else None
                 hits = lex.search(queries[q].x, 1, exclude=own)
                 out[q] = members[hits[0][1]] if hits else None
             continue
@@ -473,12 +469,38 @@ def log(line: str, quiet: bool = False) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def train_settings(args: Any) -> dict[str, Any]:
+    """The trainer settings every retrieve-and-edit ``ripple train`` command takes."""
+    return {
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "eval_every": args.eval_every,
+        "quiet": args.quiet,
+        "threads": args.threads,
+    }
+
+
+def check_export(export: Path, names: Sequence[str], force: bool) -> None:
+    """Refuse to start when a model folder to be written exists, unless ``force``."""
+    for name in names:
+        if (export / name).exists() and not force:
+            from ripple.models.errors import UsageError
+
+            raise UsageError(
+                f"{export / name} exists; pass --force to replace it or another --export"
+            )
+
+
+def fresh_folder(folder: Path, force: bool) -> Path:
+    """``folder``, emptied first when ``force`` (exporters refuse a folder that exists)."""
+    if folder.exists() and force:
+        shutil.rmtree(folder)
+    return folder
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
-
-
-def elapsed(t0: float) -> float:
-    return round(time.monotonic() - t0, 1)

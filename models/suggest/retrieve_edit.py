@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -34,6 +34,10 @@ from ripple.models.suggest.functions import (
     _leading_ws,
     reindent,
 )
+
+if TYPE_CHECKING:
+    from ripple.models.suggest.copy_predictor import OnnxEditor
+    from ripple.models.suggest.retrieval import OnnxRetriever
 
 __all__ = [
     "BODY_INDENT",
@@ -81,34 +85,26 @@ def function_tokens(record: FunctionRecord) -> tuple[tuple[str, ...], tuple[str,
     return tuple(header), tuple(body)
 
 
-def header_tokens(header: str) -> tuple[str, ...]:
+def header_input(header: str) -> tuple[str, ...]:
     return tuple(fragment_tokens(canonical_header(header), "python")[:MAX_HEADER])
 
 
 class LearnedEmbedder:
     """Headers -> the vMF retriever's unit vectors (``functions.Embedder``)."""
 
-    def __init__(self, retriever: object) -> None:
-        from ripple.models.suggest.retrieval import OnnxRetriever
-
-        if not isinstance(retriever, OnnxRetriever):
-            raise TypeError("a LearnedEmbedder wraps an OnnxRetriever")
+    def __init__(self, retriever: OnnxRetriever) -> None:
         self.retriever = retriever
 
     def embed(self, headers: Sequence[str]) -> np.ndarray:
         if not headers:
             return np.zeros((0, self.retriever.dim), dtype=np.float32)
-        return self.retriever.embed([header_tokens(h) for h in headers])
+        return self.retriever.embed([header_input(h) for h in headers])
 
 
 class EditorDrafter:
     """The editor rewrites the neighbour's body for the new header (``functions.Drafter``)."""
 
-    def __init__(self, editor: object, beam: int = 5) -> None:
-        from ripple.models.suggest.copy_predictor import OnnxEditor
-
-        if not isinstance(editor, OnnxEditor):
-            raise TypeError("an EditorDrafter wraps an OnnxEditor")
+    def __init__(self, editor: OnnxEditor, beam: int = 5) -> None:
         self.editor = editor
         self.beam = beam
 
@@ -119,7 +115,7 @@ class EditorDrafter:
             return None
         if len(y2) > MAX_BODY:  # longer than any body the editor learnt to rewrite
             return canonical_body(neighbour)
-        source = editor_input(header_tokens(header), x2, y2)
+        source = editor_input(header_input(header), x2, y2)
         hyps = self.editor.beam(source, self.beam, MAX_BODY)
         for hyp in hyps:
             text = "".join(hyp.tokens)
