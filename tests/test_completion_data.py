@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import tree_sitter
 
 from ripple.models.edits.completion import (
     DEL_TYPE,
@@ -46,6 +47,10 @@ def parse(data: bytes) -> Node:
     return from_tree_sitter(parse_python(data), data)
 
 
+def ts(data: bytes) -> tree_sitter.Node:
+    return parse_python(data).root_node
+
+
 def build(old: str, new: str, **kwargs: object) -> tuple[list[CompletionExample], BuildStats]:
     stats = BuildStats()
     a, b = old.encode(), new.encode()
@@ -55,8 +60,8 @@ def build(old: str, new: str, **kwargs: object) -> tuple[list[CompletionExample]
         "m.py",
         a,
         b,
-        old_root=parse(a),
-        new_root=parse(b),
+        old_root=parse_python(a).root_node,
+        new_root=parse_python(b).root_node,
         stats=stats,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -80,21 +85,21 @@ def test_changes_split_adjacent_statements() -> None:
 
 def test_fragment_is_a_statement_or_a_header_part() -> None:
     old, new = SWAP_OLD.encode(), SWAP_NEW.encode()
-    a, b = parse(old), parse(new)
+    a, b = parse_python(old).root_node, parse_python(new).root_node
     changes = changes_between(old, new)
-    before, after = fragment_pair(a, b, changes[0], changes)  # type: ignore[misc]
+    before, after = fragment_pair(old, new, a, b, changes[0], changes)  # type: ignore[misc]
     assert before.type == after.type == "expression_statement"
     assert old[before.start_byte : before.end_byte] == b"x = g(a, b)"
     assert new[after.start_byte : after.end_byte] == b"x = g(b, a)"
     # A change in a def line: the parameters, not the whole function.
     old2, new2 = b"def f(a, b):\n    return a\n", b"def f(b, a):\n    return a\n"
     (change,) = changes_between(old2, new2)
-    pair = fragment_pair(parse(old2), parse(new2), change)
+    pair = fragment_pair(old2, new2, ts(old2), ts(new2), change)
     assert pair is not None and pair[0].type == "parameters"
     # The statement changed kind (print statement -> call): no P'.
     old3, new3 = b"x = 1\nif x:\n    pass\n", b"x = 1\nwhile x:\n    pass\n"
     (change,) = changes_between(old3, new3)
-    assert fragment_pair(parse(old3), parse(new3), change) is None
+    assert fragment_pair(old3, new3, ts(old3), ts(new3), change) is None
 
 
 def test_swap_examples_use_each_other_as_context() -> None:

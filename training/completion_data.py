@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tree_sitter
+
 from ripple.models.edits.completion import (
     BuildStats,
     CompletionExample,
@@ -24,7 +26,6 @@ from ripple.models.edits.completion import (
     parse_changes,
 )
 from ripple.models.edits.languages import language_name_for_path, parse_python
-from ripple.models.edits.tree import Node, from_tree_sitter
 from ripple.models.errors import UsageError
 from ripple.training.data import CommitRecord, iter_commits, repo_of_file
 from ripple.training.progress import Progress
@@ -41,8 +42,8 @@ __all__ = [
 MAX_FILE_BYTES = 400_000  # generated or vendored files: not worth parsing
 
 
-def _parse(data: bytes) -> Node:
-    return from_tree_sitter(parse_python(data), data)
+def _parse(data: bytes) -> tree_sitter.Node:
+    return parse_python(data).root_node
 
 
 def commit_examples(

@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
+import tree_sitter
+
 from ripple.models.edits.editscript import Delete, EditScript, Insert, Move, Update, diff
 from ripple.models.edits.paths import (
     DEL_TYPE,
@@ -48,7 +50,7 @@ from ripple.models.edits.paths import (
     gold_operations,
 )
 from ripple.models.edits.tokens import subtokens
-from ripple.models.edits.tree import Node
+from ripple.models.edits.tree import Node, from_tree_sitter
 
 __all__ = [
     "CONTEXT_LINES",
@@ -242,7 +244,7 @@ def leaf_tokens(root: Node) -> list[str]:
     return [n.value for n in root.pre_order() if not n.children and n.value is not None]
 
 
-def _is_fragment_root(node: Node) -> bool:
+def _is_fragment_root(node: tree_sitter.Node) -> bool:
     parent = node.parent
     if parent is None:
         return True
@@ -250,30 +252,67 @@ def _is_fragment_root(node: Node) -> bool:
         return True
     # A named part of a compound statement's header (``parameters``, an ``if`` condition):
     # the compound statement itself holds a whole block and is rarely a small fragment.
+    grandparent = parent.parent
     return (
-        node.named
+        node.is_named
         and node.type != "block"
-        and parent.parent is not None
-        and parent.parent.type in _STATEMENT_PARENTS
+        and grandparent is not None
+        and grandparent.type in _STATEMENT_PARENTS
         and any(c.type == "block" for c in parent.children)
     )
 
 
-def _covering(root: Node, start: int, end: int) -> Node:
-    """The smallest node of ``root`` whose bytes contain ``[start, end)`` (an insertion
-    point, ``start == end``, must lie strictly inside unless it touches no node)."""
-    node = root
-    while True:
-        for child in node.children:
-            if start == end:
-                inside = child.start_byte < start < child.end_byte
-            else:
-                inside = child.start_byte <= start and end <= child.end_byte
-            if inside:
-                node = child
-                break
-        else:
-            return node
+def _covering(root: tree_sitter.Node, start: int, end: int) -> tree_sitter.Node:
+    """The smallest node of ``root`` whose bytes contain ``[start, end)``; an insertion
+    point (``start == end``) must lie strictly inside it (or it is the root)."""
+    node = root.descendant_for_byte_range(start, max(start, end - 1) if end > start else start)
+    if node is None:
+        return root
+    while node.parent is not None and not (
+        node.start_byte <= start and end <= node.end_byte
+        and (start != end or node.start_byte < start < node.end_byte)
+    ):  # fmt: skip
+        node = node.parent
+    return node
+
+
+def _outermost(node: tree_sitter.Node) -> tree_sitter.Node:
+    """The outermost ancestor-or-self with the same bytes and type."""
+    while (
+        node.parent is not None
+        and node.parent.type == node.type
+        and (node.parent.start_byte, node.parent.end_byte) == (node.start_byte, node.end_byte)
+    ):
+        node = node.parent
+    return node
+
+
+def _partner(
+    root: tree_sitter.Node, start: int, end: int, node_type: str
+) -> tree_sitter.Node | None:
+    """The outermost node of ``root`` spanning exactly ``[start, end)`` with ``node_type``."""
+    if end < start:
+        return None
+    node = root.descendant_for_byte_range(start, max(start, end - 1) if end > start else start)
+    found = None
+    while node is not None and node.start_byte >= start and node.end_byte <= end:
+        if (node.start_byte, node.end_byte, node.type) == (start, end, node_type):
+            found = node
+        node = node.parent
+    return found
+
+
+# Mirroring a node costs time in proportion to its bytes; past this many bytes per allowed
+# node a fragment is taken as too big without counting (a long string is one node, so this
+# only skips what is far over the limit).
+_BYTES_PER_NODE = 60
+
+
+def _mirror(node: tree_sitter.Node, source: bytes, max_nodes: int) -> Node | None:
+    if node.end_byte - node.start_byte > _BYTES_PER_NODE * max_nodes:
+        return None
+    tree = from_tree_sitter(node, source)
+    return tree if tree.size <= max_nodes else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,25 +400,37 @@ def _split(
     return [(a + i1, a + i2, c + j1, c + j2) for i1, i2, j1, j2 in spans]
 
 
-class _Spans:
-    """Nodes of a tree by (start byte, end byte, type), the outermost for equal keys."""
+def _overlaps(node: tree_sitter.Node, change: Change, changes: Sequence[Change]) -> bool:
+    """Whether another change touches the inside of ``node``'s bytes."""
+    for other in changes:
+        if other is change:
+            continue
+        if other.start < node.end_byte and other.end > node.start_byte:
+            return True
+        if other.start == other.end and node.start_byte < other.start < node.end_byte:
+            return True
+    return False
 
-    def __init__(self, root: Node) -> None:
-        self.by_span: dict[tuple[int, int, str], Node] = {}
-        for node in root.pre_order():
-            self.by_span.setdefault((node.start_byte, node.end_byte, node.type), node)
+
+def _shifted(node: tree_sitter.Node, change: Change) -> tuple[int, int]:
+    """``node``'s bytes in the new file, ``change`` being the only change inside it."""
+    shift = change.new_start - change.start
+    delta = (change.new_end - change.new_start) - (change.end - change.start)
+    return node.start_byte + shift, node.end_byte + shift + delta
 
 
 def fragment_pair(
-    old_root: Node,
-    new_root: Node,
+    old: bytes,
+    new: bytes,
+    old_root: tree_sitter.Node,
+    new_root: tree_sitter.Node,
     change: Change,
     others: Sequence[Change] = (),
     *,
     max_nodes: int = MAX_FRAGMENT_NODES,
-    new_spans: _Spans | None = None,
 ) -> tuple[Node, Node] | None:
-    """The fragment P around ``change`` and its new version P' (both subtrees, not copies).
+    """The fragment P around ``change`` and its new version P' (mirrored as ``Node``s, with
+    their positions in their files).
 
     P is the smallest statement (or compound-statement header part, see
     ``_is_fragment_root``) of the old tree covering the changed bytes; P' is the node of
@@ -387,43 +438,27 @@ def fragment_pair(
     another change, P' has no such node (the edit changed the statement's kind or broke
     the parse), or P has more than ``max_nodes`` nodes.
     """
-    node: Node | None = _covering(old_root, change.start, change.end)
-    while node is not None and not _is_fragment_root(node):
+    node = _covering(old_root, change.start, change.end)
+    while node.parent is not None and not _is_fragment_root(node):
         node = node.parent
-    # The outermost of nodes sharing one span and type (``_Spans`` keeps the same one).
-    while (
-        node is not None
-        and node.parent is not None
-        and node.parent.type == node.type
-        and (node.parent.start_byte, node.parent.end_byte) == (node.start_byte, node.end_byte)
-    ):
-        node = node.parent
-    if node is None or node.parent is None or node.size > max_nodes:
+    node = _outermost(node)
+    if node.parent is None or _overlaps(node, change, others):
         return None
-    for other in others:
-        if other is not change and other.start < node.end_byte and other.end > node.start_byte:
-            return None
-        if (
-            other is not change
-            and other.start == other.end
-            and (node.start_byte < other.start < node.end_byte)
-        ):
-            return None
-    shift = change.new_start - change.start
-    delta = (change.new_end - change.new_start) - (change.end - change.start)
-    key = (node.start_byte + shift, node.end_byte + shift + delta, node.type)
-    spans = new_spans or _Spans(new_root)
-    partner = spans.by_span.get(key)
+    partner = _partner(new_root, *_shifted(node, change), node.type)
     if partner is None:
         return None
-    return node, partner
+    before = _mirror(node, old, max_nodes)
+    if before is None:
+        return None
+    after = from_tree_sitter(partner, new)
+    return before, after
 
 
 def _chain(node: Node) -> list[Node]:
     """``node`` and its ancestors, up to the root of its tree."""
     chain = [node]
     while chain[-1].parent is not None:
-        chain.append(chain[-1].parent)  # type: ignore[arg-type]
+        chain.append(chain[-1].parent)
     return chain
 
 
@@ -604,43 +639,42 @@ class ParsedChange:
         return edit_context_text(leaf_tokens(before), leaf_tokens(after))
 
 
-def parse_changes(old: bytes, new: bytes, old_root: Node, new_root: Node) -> list[ParsedChange]:
+def parse_changes(
+    old: bytes, new: bytes, old_root: tree_sitter.Node, new_root: tree_sitter.Node
+) -> list[ParsedChange]:
     """Every change of a file with its fragment pair: P-sized (a statement, see
     ``fragment_pair``) when there is one, else, for use as context only, the smallest node
     covering the change that has a partner in the new tree (up to ``MAX_CONTEXT_NODES``)."""
     changes = changes_between(old, new)
-    spans = _Spans(new_root)
     parsed = []
     for change in changes:
         pair = fragment_pair(
-            old_root, new_root, change, changes, max_nodes=MAX_CONTEXT_NODES, new_spans=spans
+            old, new, old_root, new_root, change, changes, max_nodes=MAX_CONTEXT_NODES
         )
         statement = pair is not None
         if pair is None:
-            pair = _context_pair(old_root, change, changes, spans)
-        parsed.append(ParsedChange(change, *(pair or (None, None)), statement=statement))
+            pair = _context_pair(old, new, old_root, new_root, change, changes)
+        before, after = pair if pair is not None else (None, None)
+        parsed.append(ParsedChange(change, before, after, statement=statement))
     return parsed
 
 
 def _context_pair(
-    old_root: Node, change: Change, changes: Sequence[Change], spans: _Spans
+    old: bytes,
+    new: bytes,
+    old_root: tree_sitter.Node,
+    new_root: tree_sitter.Node,
+    change: Change,
+    changes: Sequence[Change],
 ) -> tuple[Node, Node] | None:
-    shift = change.new_start - change.start
-    delta = (change.new_end - change.new_start) - (change.end - change.start)
-    node: Node | None = _covering(old_root, change.start, change.end)
+    node: tree_sitter.Node | None = _covering(old_root, change.start, change.end)
     while node is not None and node.parent is not None:
-        if node.size > MAX_CONTEXT_NODES:
+        if _overlaps(node, change, changes):
             return None
-        overlaps = any(
-            other is not change and other.start < node.end_byte and other.end > node.start_byte
-            for other in changes
-        )
-        if overlaps:
-            return None
-        key = (node.start_byte + shift, node.end_byte + shift + delta, node.type)
-        partner = spans.by_span.get(key)
+        partner = _partner(new_root, *_shifted(node, change), node.type)
         if partner is not None:
-            return node, partner
+            before = _mirror(node, old, MAX_CONTEXT_NODES)
+            return None if before is None else (before, from_tree_sitter(partner, new))
         node = node.parent
     return None
 
@@ -681,8 +715,8 @@ def file_examples(
     old: bytes,
     new: bytes,
     *,
-    old_root: Node,
-    new_root: Node,
+    old_root: tree_sitter.Node,
+    new_root: tree_sitter.Node,
     stats: BuildStats,
     scope: str = "window",
     other_files: Sequence[ParsedChange] = (),
