@@ -240,6 +240,7 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_eval_edits(group)
     _add_eval_hearthstone(group)
     _add_eval_drafts(group)
+    _add_eval_completion(group)
     p = _add(
         group,
         "copy",
@@ -359,6 +360,77 @@ def _add_train_drafts(group: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--eval-every", type=int, default=250, help="dev evaluation every N steps (default 250)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+_COMPLETION_SYSTEMS = "c3po,c3po-text,c3po-none,lasertagger,seq2seq-copy"
+
+
+def _add_train_completion(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        group,
+        "completion",
+        "ripple.training.completion:run_train",
+        "train C3PO (edit completion by AST path-operations) and its textual baselines",
+        description=(
+            "Build EditCompletion examples (C3PO §6.1: a changed statement of at most 50 AST\n"
+            "nodes, the edits made around it, the gold path-operations) from the permissively\n"
+            "licensed training repositories (never the validation ones), cached per repository\n"
+            "in --datasets, and train each of --systems: c3po (path context), c3po-text and\n"
+            "c3po-none (the §7 ablation), lasertagger and seq2seq-copy (the textual baselines).\n"
+            "C3PO models are exported to ONNX + manifest in --export; the baselines are kept\n"
+            "there as safetensors checkpoints for `ripple eval completion`."
+        ),
+        epilog="example: nice ripple train completion --data ../shared/data/commits --out runs/completion",
+    )
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="folder of commit record files (*.jsonl.xz)")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder (datasets, checkpoints, results.json)")
+    p.add_argument("--export", type=Path, metavar="DIR", help="where the model folders go (default RUN/models)")
+    p.add_argument("--datasets", type=Path, metavar="DIR", help="example cache, one file per repository (default RUN/datasets)")
+    p.add_argument("--force", action="store_true", help="replace model folders that exist")
+    p.add_argument("--systems", default=_COMPLETION_SYSTEMS, metavar="A,B", help=f"what to train (default {_COMPLETION_SYSTEMS})")
+    p.add_argument("--scope", choices=("window", "commit"), default="commit", help="context: edits within 10 lines (C3PO's), or those first and then the rest of the commit (default commit)")
+    p.add_argument("--dev-repos", default="psf/requests,pallets/click", metavar="A,B", help="training repositories held out for early stopping (default psf/requests,pallets/click)")
+    p.add_argument("--max-dev", type=int, default=1000, metavar="N", help="dev examples sampled (default 1000)")
+    p.add_argument("--max-commits", type=int, metavar="N", help="commits read per repository (default all)")
+    p.add_argument("--max-paths", type=int, metavar="N", help="leave out training examples with more valid paths (default none)")
+    p.add_argument("--steps", type=int, metavar="N", help="optimizer steps per system (default: C3PO until early stopping, baselines 4000)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64, as C3PO)")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N", help="dev evaluation every N steps (default: each epoch for C3PO, 200 for the baselines)")
+    p.add_argument("--patience", type=int, default=10, help="evaluations without improvement before stopping (default 10)")
+    p.add_argument("--workers", type=int, default=1, help="processes building datasets (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_eval_completion(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _add(
+        group,
+        "completion",
+        "ripple.training.completion:run_eval",
+        "C3PO vs LaserTagger and seq2seq-copy on EditCompletion examples, with the §7 ablation",
+        description=(
+            "Build EditCompletion examples from the given commits with the training builder and\n"
+            "score every system: exact match of the whole predicted script (C3PO, decoded\n"
+            "greedily through onnxruntime) or of the whole predicted fragment (the textual\n"
+            "baselines), and micro precision/recall of the predicted edit operations. With all\n"
+            "three C3PO variants the JSON holds the ablation (no / textual / path context)."
+        ),
+        epilog=(
+            "example: ripple eval completion --commits ../shared/data/commits/PyCQA__flake8.jsonl.xz \\\n"
+            "           ../shared/data/commits/marshmallow-code__marshmallow.jsonl.xz --models runs/completion/models --json out/completion.json"
+        ),
+    )
+    p.add_argument("--commits", type=Path, nargs="+", required=True, metavar="FILE", help="commit record files (.jsonl.xz)")
+    p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json", help="write the results here")
+    p.add_argument("--models", type=Path, required=True, metavar="DIR", help="folder holding one folder per system (`ripple train completion`'s --export)")
+    p.add_argument("--systems", default=_COMPLETION_SYSTEMS, metavar="A,B", help=f"systems to score (default {_COMPLETION_SYSTEMS})")
+    p.add_argument("--scope", choices=("window", "commit"), default="commit", help="context of the examples (default commit; window = C3PO's 10 lines)")
+    p.add_argument("--max-commits", type=int, metavar="N", help="commits read per file (default all)")
+    p.add_argument("--max-examples", type=int, metavar="N", help="score a random sample of N examples")
+    p.add_argument("--beam", type=int, default=1, help="seq2seq-copy beam size (default 1, greedy like C3PO)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -753,6 +825,7 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     _add_train_copy(group)
     _add_train_hearthstone(group)
     _add_train_drafts(group)
+    _add_train_completion(group)
     group = _group(
         sub,
         "export",
