@@ -765,7 +765,7 @@ def file_examples(
             continue
         try:
             tree, operations = gold_operations(script)
-        except NotRepresentable:
+        except ValueError:  # NotRepresentable, or an operation the path rules refuse
             stats.not_representable += 1
             continue
         if all(tree.nodes[op.target] is tree.del_node for op in operations):
