@@ -55,11 +55,10 @@ from ripple.models.suggest.c3po_features import (
     encode_input,
 )
 from ripple.training.c3po_train import ChildTypes, collate_c3po, save_child_types
-from ripple.training.copy_export import _session_specs
+from ripple.training.copy_export import _export, _session_specs
 from ripple.training.export import (
     ExportError,
     _check_out_dir,
-    _exporter_quiet,
     _graph_specs,
     _model_folder_in_progress,
     _tool_versions,
@@ -103,32 +102,6 @@ class _Step(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         context_valid = torch.ones_like(z_c[:, :, 0], dtype=torch.bool)  # batch 1: no padding
         return self.model.step(previous, h, c, z_c, context_valid, z_op, op_valid)
-
-
-def _export(
-    module: nn.Module,
-    args: tuple[torch.Tensor, ...],
-    path: Path,
-    inputs: tuple[str, ...],
-    outputs: tuple[str, ...],
-    axes: dict[str, dict[int, str]],
-) -> None:
-    module.eval()
-    with _exporter_quiet(), torch.no_grad():
-        try:
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                dynamo=False,
-                input_names=list(inputs),
-                output_names=list(outputs),
-                dynamic_axes=axes,
-                opset_version=OPSET,
-            )
-        except Exception as exc:
-            raise ExportError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from exc
-    module.eval()
 
 
 def random_inputs(
