@@ -55,11 +55,11 @@ from ripple.models.nets.tagger import Tagger, TaggerConfig
 from ripple.models.runtime.copy_decode import (
     DecodeConfig,
     DecodeVocab,
-    StepScores,
     beam_decode,
     greedy_decode,
 )
 from ripple.models.suggest.copy_features import SPECIALS, CopyVocab
+from ripple.training.copy_export import _torch_stepper
 
 __all__ = [
     "CTX",
@@ -721,35 +721,6 @@ def _load_weights(out_dir: Path) -> Any:
     return load_checkpoint(latest)
 
 
-def _torch_step(
-    model: CopyEditor,
-    memory: torch.Tensor,
-    keys: torch.Tensor,
-    starts: torch.Tensor,
-    ends: torch.Tensor,
-    pad: torch.Tensor,
-) -> Any:
-    """The decoder step of one encoded input as a ``copy_decode.StepFn`` (R rays at once)."""
-
-    def step(states: np.ndarray, token_ids: np.ndarray) -> StepScores:
-        n = len(token_ids)
-        with torch.no_grad():
-            h, gen, start, end = model.step(
-                torch.from_numpy(token_ids).to(memory.device),
-                torch.from_numpy(states).to(memory.device),
-                memory.expand(n, -1, -1),
-                keys.expand(n, -1, -1),
-                starts.expand(n, -1, -1),
-                ends.expand(n, -1, -1),
-                pad.expand(n, -1),
-            )
-        return StepScores(
-            h.cpu().numpy(), gen.cpu().numpy(), start.cpu().numpy(), end.cpu().numpy()
-        )
-
-    return step
-
-
 @torch.no_grad()
 def predict_seq2seq(
     model: CopyEditor,
@@ -785,7 +756,7 @@ def _decode_one(
     with torch.no_grad():
         memory, keys, starts, ends, state0 = model.encode(ids, length)
     pad = torch.zeros(1, ids.shape[1], dtype=torch.bool, device=device)
-    step = _torch_step(model, memory, keys, starts, ends, pad)
+    step = _torch_stepper(model, memory, keys, starts, ends, pad)
     state = state0[0].cpu().numpy()
     dvocab = vocab.decode_vocab()
     if beam == 1:

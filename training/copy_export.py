@@ -157,21 +157,24 @@ def _torch_stepper(
     ends: torch.Tensor,
     pad: torch.Tensor,
 ) -> Any:
-    """The torch decoder step as a ``StepFn`` for one encoded input (batch of one)."""
+    """The torch decoder step as a ``StepFn`` for one encoded input (R rays at once), on
+    the device the encoded input is on."""
 
     def step(states: np.ndarray, token_ids: np.ndarray) -> StepScores:
         n = len(token_ids)
         with torch.no_grad():
             h, gen, start, end = model.step(
-                torch.from_numpy(token_ids),
-                torch.from_numpy(states),
+                torch.from_numpy(token_ids).to(memory.device),
+                torch.from_numpy(states).to(memory.device),
                 memory.expand(n, -1, -1),
                 keys.expand(n, -1, -1),
                 starts.expand(n, -1, -1),
                 ends.expand(n, -1, -1),
                 pad.expand(n, -1),
             )
-        return StepScores(h.numpy(), gen.numpy(), start.numpy(), end.numpy())
+        return StepScores(
+            h.cpu().numpy(), gen.cpu().numpy(), start.cpu().numpy(), end.cpu().numpy()
+        )
 
     return step
 
