@@ -56,11 +56,16 @@ __all__ = [
     "CONTEXT_LINES",
     "MAX_CONTEXT_PATHS",
     "MAX_FRAGMENT_NODES",
+    "Change",
     "CompletionExample",
     "ContextPath",
+    "ParsedChange",
+    "edit_context",
     "example_paths",
+    "fragment_nodes",
     "node_from_json",
     "node_to_json",
+    "parse_changes",
 ]
 
 CONTEXT_LINES = 10  # §6.1: "a context of 10 lines above and 10 lines below the edit"
@@ -708,6 +713,91 @@ def _in_window(change: Change, other: Change, lines: int) -> bool:
     return other.last_line >= change.line - lines and other.line <= change.last_line + lines
 
 
+def _context_sets(
+    target: Change,
+    parsed: Sequence[ParsedChange],
+    exclude: ParsedChange | None,
+    scope: str,
+    other_files: Sequence[ParsedChange],
+) -> tuple[list[ParsedChange], list[ParsedChange]]:
+    """The edits within ``CONTEXT_LINES`` of ``target``, and (scope ``commit``) the rest."""
+    nearby = [
+        other
+        for other in parsed
+        if other is not exclude
+        and other.before is not None
+        and _in_window(target, other.change, CONTEXT_LINES)
+    ]
+    farther: list[ParsedChange] = []
+    if scope == "commit":
+        farther = [
+            other
+            for other in parsed
+            if other is not exclude and other.before is not None and other not in nearby
+        ] + list(other_files)
+    return nearby, farther
+
+
+def _assemble(
+    target: Change, nearby: Sequence[ParsedChange], farther: Sequence[ParsedChange]
+) -> tuple[list[ContextPath], list[str]]:
+    context, text = assemble_context(target, nearby)
+    if farther and len(context) < MAX_CONTEXT_PATHS:
+        extra, extra_text = assemble_context(target, farther, MAX_CONTEXT_PATHS - len(context))
+        context = (
+            [p for p in context if not p.after]
+            + [p for p in extra if not p.after]
+            + [p for p in context if p.after]
+            + [p for p in extra if p.after]
+        )
+        text = text + extra_text
+    return context, text
+
+
+def edit_context(
+    target: Change,
+    parsed: Sequence[ParsedChange],
+    *,
+    scope: str = "window",
+    other_files: Sequence[ParsedChange] = (),
+    exclude: ParsedChange | None = None,
+) -> tuple[list[ContextPath], list[str]]:
+    """The context C of a fragment at ``target`` (old-file lines): paths and text of the
+    edits ``parsed`` of its file (and, scope ``commit``, of ``other_files``), exactly as
+    ``file_examples`` assembles it for training. The server calls this for the fragments
+    it proposes to complete, with the user's edits since the last snapshot."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown context scope {scope!r} (one of {', '.join(SCOPES)})")
+    nearby, farther = _context_sets(target, parsed, exclude, scope, other_files)
+    return _assemble(target, nearby, farther)
+
+
+def fragment_nodes(
+    root: tree_sitter.Node, first_line: int, last_line: int
+) -> list[tree_sitter.Node]:
+    """The nodes a fragment P can be (``fragment_pair``'s choice: a statement, or a named
+    part of a compound statement's header) that start within lines ``[first_line,
+    last_line]`` (0-based), in source order, compound statements that hold a block left
+    out (they are never small enough)."""
+    found: list[tree_sitter.Node] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.end_point[0] < first_line or node.start_point[0] > last_line:
+            continue
+        if (
+            node.parent is not None
+            and node.is_named
+            and _is_fragment_root(node)
+            and _outermost(node) == node
+            and node.start_point[0] >= first_line
+            and not any(c.type == "block" for c in node.children)
+        ):
+            found.append(node)
+        stack.extend(reversed(node.children))
+    return found
+
+
 def file_examples(
     repo: str,
     commit: str,
@@ -741,20 +831,7 @@ def file_examples(
         if item.before.size > MAX_FRAGMENT_NODES:
             stats.too_big += 1
             continue
-        nearby = [
-            other
-            for other in parsed
-            if other is not item
-            and other.before is not None
-            and _in_window(item.change, other.change, CONTEXT_LINES)
-        ]
-        farther: list[ParsedChange] = []
-        if scope == "commit":
-            farther = [
-                other
-                for other in parsed
-                if other is not item and other.before is not None and other not in nearby
-            ] + list(other_files)
+        nearby, farther = _context_sets(item.change, parsed, item, scope, other_files)
         if not nearby and not farther:
             stats.no_context += 1
             continue
@@ -771,18 +848,7 @@ def file_examples(
         if all(tree.nodes[op.target] is tree.del_node for op in operations):
             stats.delete_only += 1
             continue
-        context, text = assemble_context(item.change, nearby)
-        if farther and len(context) < MAX_CONTEXT_PATHS:
-            extra, extra_text = assemble_context(
-                item.change, farther, MAX_CONTEXT_PATHS - len(context)
-            )
-            context = (
-                [p for p in context if not p.after]
-                + [p for p in extra if not p.after]
-                + [p for p in context if p.after]
-                + [p for p in extra if p.after]
-            )
-            text = text + extra_text
+        context, text = _assemble(item.change, nearby, farther)
         if not context:
             stats.no_context += 1
             continue
@@ -820,3 +886,55 @@ def _rename_in_context(script: EditScript, context: Sequence[ContextPath]) -> bo
         for a in script.actions
         if isinstance(a, Update)
     )
+
+
+# -- writing a predicted P' back as source text ----------------------------------------------
+
+_NO_SPACE_BEFORE = frozenset({")", "]", "}", ",", ":", ".", ";"})
+_NO_SPACE_AFTER = frozenset({"(", "[", "{", ".", "~", "@"})
+_TIGHT_EQUALS = frozenset({"keyword_argument", "default_parameter", "typed_default_parameter"})
+
+
+def _spacing(previous: Node, token: Node) -> str:
+    """The gap between two tokens that were not neighbours in P (PEP 8's usual spacing)."""
+    prev, tok = previous.value or "", token.value or ""
+    if tok in _NO_SPACE_BEFORE or prev in _NO_SPACE_AFTER:
+        return ""
+    if "=" in (prev, tok):
+        owner = token.parent if tok == "=" else previous.parent
+        if owner is not None and owner.type in _TIGHT_EQUALS:
+            return ""
+    if tok in ("(", "[") and (prev[-1:].isalnum() or prev[-1:] in ("_", ")", "]", '"', "'")):
+        return "" if prev not in _KEYWORDS else " "
+    return " "
+
+
+_KEYWORDS = frozenset(
+    "and as assert async await del elif else except for from global if import in is lambda "
+    "nonlocal not or return while with yield".split()
+)
+
+
+def render_fragment(original: Node, edited: Node, source: bytes) -> str:
+    """``edited`` (P' from ``apply_operations`` on the un-normalised ``original`` P, so
+    its nodes keep P's byte positions) as source text: the tokens of P' with P's own
+    spacing between tokens that were neighbours in P, PEP 8's usual spacing elsewhere."""
+    order = {
+        (n.start_byte, n.end_byte, n.type): i
+        for i, n in enumerate(x for x in original.pre_order() if not x.children)
+    }
+    out: list[str] = []
+    previous: Node | None = None
+    for leaf in edited.pre_order():
+        if leaf.children or leaf.value is None:
+            continue
+        if previous is not None:
+            a = order.get((previous.start_byte, previous.end_byte, previous.type))
+            b = order.get((leaf.start_byte, leaf.end_byte, leaf.type))
+            if a is not None and b is not None and b == a + 1:
+                out.append(source[previous.end_byte : leaf.start_byte].decode("utf-8", "replace"))
+            else:
+                out.append(_spacing(previous, leaf))
+        out.append(leaf.value)
+        previous = leaf
+    return "".join(out)

@@ -1,0 +1,186 @@
+"""The ``c3po`` next-edit predictor: fragments, rendering, train/serve parity, suggestions."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from ripple.models.edits.completion import (
+    BuildStats,
+    Change,
+    edit_context,
+    fragment_nodes,
+    parse_changes,
+    render_fragment,
+)
+from ripple.models.edits.editscript import diff
+from ripple.models.edits.languages import parse_python
+from ripple.models.edits.paths import AugmentedTree, apply_operations, gold_operations
+from ripple.models.edits.tree import from_tree_sitter
+from ripple.models.runtime.c3po_decode import C3POModel
+from ripple.models.suggest.api import Cursor, EditContext, LiveEdit
+from ripple.models.suggest.c3po_predictor import C3POPredictor
+from ripple.models.suggest.registry import make_shipped, system_names
+from ripple.training.c3po_export import export_c3po
+from ripple.training.c3po_train import train_c3po
+from ripple.training.completion_data import commit_examples
+from ripple.training.data import CommitRecord, FileChange
+
+NAMES = ["alpha", "beta", "gamma", "delta", "size", "count", "name", "value"]
+
+
+def _fragment(source: str, line: int = 0) -> tuple[bytes, object]:
+    data = source.encode()
+    root = parse_python(data).root_node
+    return data, fragment_nodes(root, line, line)[0]
+
+
+# Real statement pairs: swapped, removed and duplicated arguments, an unwrapped call, a
+# keyword argument copied, operands swapped, a parameter list reordered.
+RENDER_PAIRS = [
+    ("x = compute(a, b, 1)\n", "x = compute(b, a, 1)\n"),
+    ("f(a, b, c)\n", "f(a, c)\n"),
+    ("x = wrap(value)\n", "x = value\n"),
+    ("call(x, key=x)\n", "call(x, x, key=x)\n"),
+    ("total = left + right * 2\n", "total = right * 2 + left\n"),
+    ("result = obj.method(first, 'text')\n", "result = obj.method('text', first)\n"),
+]
+
+
+@pytest.mark.parametrize(("old", "new"), RENDER_PAIRS)
+def test_render_writes_the_gold_script_back_as_source(old: str, new: str) -> None:
+    """Gold operations applied to the real P, rendered: exactly the developer's P'."""
+    data, node = _fragment(old)
+    before = from_tree_sitter(node, data)
+    after_data, after_node = _fragment(new)
+    after = from_tree_sitter(after_node, after_data)
+    _, operations = gold_operations(diff(before, after))
+    edited = apply_operations(AugmentedTree(before), operations)
+    assert render_fragment(before, edited, data) == new.rstrip("\n")
+
+
+def test_fragment_nodes_are_statements_and_header_parts() -> None:
+    source = (
+        "import os\n"
+        "def f(a, b=1):\n"
+        "    x = g(a)\n"
+        "    if x > b:\n"
+        "        return x\n"
+        "    return b\n"
+    )
+    root = parse_python(source.encode()).root_node
+    found = [(n.type, n.start_point[0]) for n in fragment_nodes(root, 0, 10)]
+    assert found == [
+        ("import_statement", 0),
+        ("identifier", 1),  # the def's name and parameters: header parts
+        ("parameters", 1),
+        ("expression_statement", 2),
+        ("comparison_operator", 3),
+        ("return_statement", 4),
+        ("return_statement", 5),
+    ]
+    assert [n.start_point[0] for n in fragment_nodes(root, 2, 3)] == [2, 3]
+
+
+def _swap_commit(k: int, rng: random.Random, calls: int = 4) -> CommitRecord:
+    a, b = rng.sample(NAMES, 2)
+    names = [f"f{i}" for i in range(calls)]
+    old = "def run():\n" + "".join(f"    x{i} = {c}({a}, {b})\n" for i, c in enumerate(names))
+    new = "def run():\n" + "".join(f"    x{i} = {c}({b}, {a})\n" for i, c in enumerate(names))
+    return CommitRecord("o/r", f"{k:040x}", "0" * 40, k, "swap", (FileChange("m.py", old, new),))
+
+
+def _half_done(record: CommitRecord, done: int) -> EditContext:
+    """The commit's first ``done`` changed lines applied as live edits, cursor after them."""
+    change = record.files[0]
+    assert change.before is not None and change.after is not None
+    old = tuple(change.before.splitlines(keepends=True))
+    new = change.after.splitlines(keepends=True)
+    current = list(old)
+    edits = []
+    for line in range(1, 1 + done):
+        edits.append(LiveEdit("m.py", line, line + 1, (current[line],), (new[line],)))
+        current[line] = new[line]
+    cursor = Cursor("m.py", done, len(new[done].rstrip("\n")))
+    return EditContext({"m.py": tuple(current)}, {"m.py": old}, tuple(edits), cursor)
+
+
+def test_live_context_equals_the_training_context() -> None:
+    """Train/serve parity: the dataset builder's context for P (the commit's last changed
+    statement) is what the predictor builds for P when the other statements are done."""
+    record = _swap_commit(0, random.Random(3))
+    examples = commit_examples(record, BuildStats(), scope="commit")
+    last = next(e for e in examples if e.line == 4)
+    ctx = _half_done(record, 3)
+    base, current = "".join(ctx.base["m.py"]).encode(), ctx.text("m.py").encode()
+    parsed = parse_changes(
+        base, current, parse_python(base).root_node, parse_python(current).root_node
+    )
+    node = fragment_nodes(parse_python(current).root_node, 4, 4)[0]
+    target = Change(node.start_byte, node.end_byte, node.start_byte, node.end_byte, 4, 4, 4)
+    context, text = edit_context(target, parsed, scope="commit")
+    assert context == last.context and text == last.context_text
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small C3PO trained on argument-swap commits, exported to ONNX."""
+    torch.set_num_threads(1)
+    rng = random.Random(0)
+    examples = [
+        e
+        for k in range(24)
+        for e in commit_examples(_swap_commit(k, rng), BuildStats(), scope="commit")
+    ]
+    out = tmp_path_factory.mktemp("c3po-predictor")
+    model, vocab, child_types, _ = train_c3po(
+        examples, examples[:16], out / "run", steps=120, epochs=10**6, batch_size=16,
+        eval_every=40, patience=3, quiet=True,
+        net={"embedding": 32, "hidden": 64, "dropout": 0.0},
+    )  # fmt: skip
+    folder = out / "models" / "completion" / "c3po"
+    export_c3po(model, vocab, child_types, folder, metadata={"scope": "commit"})
+    return folder
+
+
+def test_completes_the_half_done_swap(model_dir: Path) -> None:
+    predictor = C3POPredictor(C3POModel.load(model_dir))
+    assert predictor.scope == "commit"  # read from the model's manifest
+    ctx = _half_done(_swap_commit(99, random.Random(7)), 2)
+    suggestions = predictor.suggest(ctx)
+    assert suggestions, "the model was trained on exactly this edit"
+    top = suggestions[0]
+    assert (top.path, top.start_line, top.end_line) in {("m.py", 3, 4), ("m.py", 4, 5)}
+    old_line = ctx.files["m.py"][top.start_line]
+    a, b = old_line[old_line.index("(") + 1 : old_line.index(")")].split(", ")
+    assert top.new_lines == (old_line.replace(f"({a}, {b})", f"({b}, {a})"),)
+    assert top.explanation.startswith("because you ")
+    assert "line 2" in top.explanation or "line 3" in top.explanation
+    # Edited lines are context, never candidates; scores rank the suggestions.
+    assert all(s.start_line >= 3 for s in suggestions)
+    assert [s.score for s in suggestions] == sorted((s.score for s in suggestions), reverse=True)
+
+
+def test_silent_without_python_edits(model_dir: Path) -> None:
+    predictor = C3POPredictor(C3POModel.load(model_dir))
+    ctx = _half_done(_swap_commit(5, random.Random(1)), 2)
+    untouched = EditContext(ctx.base, ctx.base, (), Cursor("m.py", 0, 0))
+    assert predictor.suggest(untouched) == []
+    text_file = EditContext(
+        {"notes.txt": ("a\n",)}, {"notes.txt": ("b\n",)},
+        (LiveEdit("notes.txt", 0, 1, ("b\n",), ("a\n",)),), Cursor("notes.txt", 0, 1),
+    )  # fmt: skip
+    assert predictor.suggest(text_file) == []
+    # A threshold above every probability keeps it silent.
+    assert C3POPredictor(C3POModel.load(model_dir), min_probability=1.01).suggest(ctx) == []
+
+
+def test_registered_as_a_system_and_a_model_kind(model_dir: Path) -> None:
+    assert "c3po" in system_names()
+    shipped = make_shipped(model_dir.parent)  # a models folder holding a c3po model
+    assert not shipped.problems
+    assert "c3po" in shipped.models
+    assert any(getattr(m, "name", "") == "c3po" for m in shipped.ensemble.members)
