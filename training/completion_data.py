@@ -18,6 +18,7 @@ from typing import Any
 import tree_sitter
 
 from ripple.models.edits.completion import (
+    MAX_FILE_BYTES,
     BuildStats,
     CompletionExample,
     ParsedChange,
@@ -39,7 +40,6 @@ __all__ = [
     "write_examples",
 ]
 
-MAX_FILE_BYTES = 400_000  # generated or vendored files: not worth parsing
 
 
 def _parse(data: bytes) -> tree_sitter.Node:

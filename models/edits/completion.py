@@ -55,6 +55,7 @@ from ripple.models.edits.tree import Node, from_tree_sitter
 __all__ = [
     "CONTEXT_LINES",
     "MAX_CONTEXT_PATHS",
+    "MAX_FILE_BYTES",
     "MAX_FRAGMENT_NODES",
     "Change",
     "CompletionExample",
@@ -71,6 +72,7 @@ __all__ = [
 CONTEXT_LINES = 10  # §6.1: "a context of 10 lines above and 10 lines below the edit"
 MAX_FRAGMENT_NODES = 50  # §6.1: "we filtered out examples having more than 50 nodes in P"
 MAX_CONTEXT_PATHS = 64  # context paths kept per example (the nearest edits first)
+MAX_FILE_BYTES = 400_000  # larger files (generated, vendored) are neither examples nor served
 SCOPES = ("window", "commit")
 
 UPD_TYPE = "<UPD>"

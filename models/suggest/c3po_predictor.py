@@ -90,13 +90,15 @@ class C3POPredictor:
     # -- the workspace as the dataset builder sees a commit ----------------------------
 
     def _file_state(self, ctx: EditContext, path: str) -> _FileState | None:
-        from ripple.models.edits.completion import parse_changes
+        from ripple.models.edits.completion import MAX_FILE_BYTES, parse_changes
         from ripple.models.edits.languages import language_name_for_path, make_parser
 
         if language_name_for_path(path) != "python" or path not in ctx.files:
             return None
         old = "".join(ctx.base.get(path, ())).encode("utf-8")
         new = ctx.text(path).encode("utf-8")
+        if len(old) > MAX_FILE_BYTES or len(new) > MAX_FILE_BYTES:
+            return None
         parser = make_parser("python")
         old_root, new_root = parser.parse(old).root_node, parser.parse(new).root_node
         parsed = parse_changes(old, new, old_root, new_root) if old != new else []
@@ -197,7 +199,13 @@ class C3POPredictor:
             node.start_byte, node.end_byte, node.start_byte, node.end_byte,
             candidate.old_line, node.start_point[0], candidate.old_line + rows,
         )  # fmt: skip
-        others = [p for path, s in states.items() if path != candidate.path for p in s.parsed]
+        others = [  # as the dataset builder passes the commit's other files
+            p
+            for path, s in states.items()
+            if path != candidate.path
+            for p in s.parsed
+            if p.before is not None
+        ]
         context, text = edit_context(target, state.parsed, scope=self.scope, other_files=others)
         if not context:
             return None
@@ -251,7 +259,10 @@ class C3POPredictor:
         where = f"line {best.line + 1}"
         for other, state in states.items():
             if other != path and any(
-                best is p for item in state.parsed for p in item.context_paths()
+                best is p
+                for item in state.parsed
+                if item.before is not None
+                for p in item.context_paths()
             ):
                 where = f"{other}:{best.line + 1}"
                 break
