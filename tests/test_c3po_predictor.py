@@ -184,3 +184,22 @@ def test_registered_as_a_system_and_a_model_kind(model_dir: Path) -> None:
     assert not shipped.problems
     assert "c3po" in shipped.models
     assert any(getattr(m, "name", "") == "c3po" for m in shipped.ensemble.members)
+
+
+def test_other_files_changes_without_a_fragment_are_left_out(model_dir: Path) -> None:
+    """An edit no fragment covers (a new top-level function) in another file is neither
+    context nor an error, as in the dataset builder."""
+    ctx = _half_done(_swap_commit(11, random.Random(2)), 2)
+    old = ("import os\n",)
+    new = ("import os\n", "\n", "def added():\n", "    return 1\n")
+    both = EditContext(
+        {**ctx.files, "n.py": new}, {**ctx.base, "n.py": old},
+        (LiveEdit("n.py", 1, 1, (), new[1:]), *ctx.edits), ctx.cursor,
+    )  # fmt: skip
+    base, current = "".join(old).encode(), "".join(new).encode()
+    parsed = parse_changes(
+        base, current, parse_python(base).root_node, parse_python(current).root_node
+    )
+    assert [p.before for p in parsed] == [None]
+    predictor = C3POPredictor(C3POModel.load(model_dir))
+    assert predictor.suggest(both) == predictor.suggest(ctx)
