@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ripple.models.edits.completion import CompletionExample, node_from_json
-from ripple.models.nets.tagger import Tagger, TaggerConfig
+from ripple.models.nets.tagger import ROWS_PER_CALL, Tagger, TaggerConfig, bilstm
 from ripple.models.suggest.copy_features import SPECIALS, CopyVocab
 from ripple.training.completion_baselines import (
     CTX,
@@ -323,6 +325,35 @@ def test_tagger_sizes_and_a_batch_without_context() -> None:
     assert model.predict(batch).shape == (1, 2)
     out = model.loss(batch)
     assert int(out.total) == 1 and float(out.loss.detach()) > 0
+
+
+@pytest.mark.parametrize("rows", [3, 2 * ROWS_PER_CALL + 5])  # one call; groups by length
+def test_bilstm_is_the_packed_lstm(rows: int) -> None:
+    # The tagger's padded BiLSTM computes what nn.LSTM computes on a packed sequence:
+    # outputs (zero past each length), final states and the gradients of both.
+    torch.manual_seed(0)
+    lstm = nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True, dropout=0.5)
+    lstm = lstm.double().eval()
+    x = torch.randn(rows, 9, 6, dtype=torch.float64)
+    lengths = torch.randint(1, 10, (rows,))
+    lengths[0] = 9
+    packed, (h_n, _) = lstm(
+        pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    )
+    want = pad_packed_sequence(packed, batch_first=True, total_length=9)[0]
+    want_final = torch.cat([h_n[-2], h_n[-1]], dim=-1)
+    out, final = bilstm(lstm, x, lengths)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(final, want_final)
+    w_out, w_final = torch.randn_like(want), torch.randn_like(want_final)
+
+    def grads(a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+        lstm.zero_grad()
+        ((a * w_out).sum() + (b * w_final).sum()).backward()
+        return [p.grad.clone() for p in lstm.parameters() if p.grad is not None]
+
+    for got, expected in zip(grads(out, final), grads(want, want_final), strict=True):
+        torch.testing.assert_close(got, expected)
 
 
 def test_tagger_vocabs_round_trip_through_json() -> None:
