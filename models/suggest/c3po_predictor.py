@@ -5,9 +5,11 @@ does not choose P. The predictor proposes candidate fragments and keeps the comp
 the model is most sure of:
 
 * **Candidates** are the statement-sized fragments (``completion.fragment_nodes``, the
-  shape training used for P) of the cursor's file within ``CONTEXT_LINES`` lines of the
-  cursor, nearest first, plus those on the lines the rule engine points at (where the last
-  change could repeat, in any edited file). Fragments the user already changed since the
+  shape training used for P) on the lines the rule engine points at (where the last change
+  could repeat, in any edited file), then those of the cursor's file from
+  ``CONTEXT_LINES`` lines above the cursor to twice that below, the ones below first,
+  nearest first (on the replay benchmark's training repositories the next hunk is below
+  the cursor far more often than above). Fragments the user already changed since the
   last snapshot are not candidates: they are the context.
 * **Context** is built by the training code itself (``completion.parse_changes`` on the
   file's settled snapshot and its current text, ``completion.edit_context`` with the
@@ -124,7 +126,7 @@ class C3POPredictor:
         cursor = ctx.cursor
         if cursor.path in states:
             wanted.append(
-                (cursor.path, max(0, cursor.line - CONTEXT_LINES), cursor.line + CONTEXT_LINES)
+                (cursor.path, max(0, cursor.line - CONTEXT_LINES), cursor.line + 2 * CONTEXT_LINES)
             )
         out: list[Candidate] = []
         seen: set[tuple[str, int, int]] = set()
@@ -134,7 +136,9 @@ class C3POPredictor:
                 continue
             nodes = fragment_nodes(state.root, first, last)
             if path == cursor.path and last > first:
-                nodes.sort(key=lambda n: abs(n.start_point[0] - cursor.line))
+                # Below the cursor first, nearest first: edits mostly go on down the file.
+                nodes.sort(key=lambda n: (n.start_point[0] < cursor.line,
+                                          abs(n.start_point[0] - cursor.line)))  # fmt: skip
             base = "".join(ctx.base.get(path, ()))
             for node in nodes:
                 key = (path, node.start_byte, node.end_byte)
