@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -203,3 +206,40 @@ def test_other_files_changes_without_a_fragment_are_left_out(model_dir: Path) ->
     assert [p.before for p in parsed] == [None]
     predictor = C3POPredictor(C3POModel.load(model_dir))
     assert predictor.suggest(both) == predictor.suggest(ctx)
+
+
+def test_the_language_server_serves_c3po_with_its_explanation(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A models folder holding a C3PO model: the real server (stdio) suggests the rest of
+    the swap, and the suggestion says which edit it follows."""
+    from ripple.server.client import LspClient, server_command
+
+    record = _swap_commit(42, random.Random(5))
+    old = record.files[0].before
+    new = record.files[0].after
+    assert old is not None and new is not None
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    c = LspClient(server_command("--models", str(model_dir.parent)))
+    try:
+        c.initialize(ws, {})
+        assert "c3po" in c.request("ripple/status", {})["models"]
+        uri = c.open(ws / "m.py", old)
+        old_lines, new_lines = old.splitlines(), new.splitlines()
+        for version, line in ((2, 1), (3, 2)):
+            c.change(uri, version, (line, 0), (line, len(old_lines[line])), new_lines[line])
+        # The models answer once typing pauses (the rules answer every keystroke).
+        deadline = time.monotonic() + 20
+        ours: list[dict[str, Any]] = []
+        while not ours and time.monotonic() < deadline:
+            time.sleep(0.2)
+            edits = c.request(
+                "ripple/nextEdits",
+                {"textDocument": {"uri": uri, "version": 3}, "position": {"line": 2, "character": 0}},
+            )["edits"]
+            ours = [e for e in edits if "because you " in e["explanation"]]
+        assert ours, json.dumps(edits)
+        assert any(e["range"]["start"]["line"] in (3, 4) for e in ours)
+    finally:
+        assert c.close() == 0
