@@ -243,3 +243,20 @@ def test_the_language_server_serves_c3po_with_its_explanation(
         assert any(e["range"]["start"]["line"] in (3, 4) for e in ours)
     finally:
         assert c.close() == 0
+
+
+def test_token_delta_and_the_analogy_filter(model_dir: Path) -> None:
+    from ripple.models.suggest.c3po_predictor import _token_delta
+
+    assert _token_delta("f(a, b)", "f(b, a)") == (set(), set())  # a reordering
+    assert _token_delta("g(x, x)", "g(x, y)") == ({"x"}, {"y"})  # counts, not sets
+    assert _token_delta("h(old)", "h(new, 2)") == ({"old"}, {"new", ",", "2"})
+    ctx = _half_done(_swap_commit(8, random.Random(4)), 2)
+    strict = C3POPredictor(C3POModel.load(model_dir)).suggest(ctx)
+    loose = C3POPredictor(C3POModel.load(model_dir), analogous=False).suggest(ctx)
+    assert {(s.start_line, s.new_lines) for s in strict} <= {
+        (s.start_line, s.new_lines) for s in loose
+    }
+    for s in strict:  # the user's edits only reordered: so do the kept completions
+        old = "".join(ctx.files["m.py"][s.start_line : s.end_line])
+        assert _token_delta(old, "".join(s.new_lines)) == (set(), set())

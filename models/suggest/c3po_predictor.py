@@ -23,12 +23,18 @@ the model is most sure of:
   over its steps ("because you changed 'a' to 'b' at line 12").
 
 Suggestions are ranked by the probability of the whole predicted script (EOS included);
-``min_probability`` keeps the predictor silent below a threshold.
+``min_probability`` keeps the predictor silent below a threshold. With ``analogous`` (the
+default) a completion is kept only when it goes the way the user's edits went: every token
+it removes was removed by those edits, and every token it adds was added by them. The model
+was trained on changed fragments only, so it proposes some change for any fragment; on the
+replay benchmark's requests/click commits this filter cut the steps it answered from 311
+to 140 and raised its exact@1 from 1 to 3 steps of 426.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +46,7 @@ from ripple.models.suggest.api import EditContext, Suggestion
 from ripple.models.suggest.copy_predictor import changed_lines
 from ripple.models.suggest.registry import register, register_model_kind
 from ripple.models.suggest.rules import RuleEngine
+from ripple.models.suggest.substitution import TOKEN
 
 if TYPE_CHECKING:
     import tree_sitter
@@ -82,6 +89,7 @@ class C3POPredictor:
     max_candidates: int = 16
     min_probability: float = 0.0
     scope: str = "commit"
+    analogous: bool = True
     _rules: RuleEngine = field(default_factory=RuleEngine, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -165,11 +173,21 @@ class C3POPredictor:
                 states[path] = state
         if not states:
             return []
+        removed, added = _token_delta(
+            "".join(line for e in ctx.edits for line in e.old_lines),
+            "".join(line for e in ctx.edits for line in e.new_lines),
+        )
         out: list[Suggestion] = []
         for candidate in self.candidates(ctx, states):
             suggestion = self._complete(ctx, candidate, states)
-            if suggestion is not None and suggestion.score >= self.min_probability:
-                out.append(suggestion)
+            if suggestion is None or suggestion.score < self.min_probability:
+                continue
+            if self.analogous:
+                lines = ctx.files[suggestion.path][suggestion.start_line : suggestion.end_line]
+                gone, new = _token_delta("".join(lines), "".join(suggestion.new_lines))
+                if not gone <= removed or not new <= added:
+                    continue
+            out.append(suggestion)
         out.sort(key=lambda s: -s.score)
         return out[:5]
 
@@ -271,6 +289,12 @@ class C3POPredictor:
                 where = f"{other}:{best.line + 1}"
                 break
         return f"because you {best.text} at {where}"
+
+
+def _token_delta(old: str, new: str) -> tuple[set[str], set[str]]:
+    """The tokens ``old`` has more of than ``new``, and those ``new`` has more of."""
+    a, b = Counter(TOKEN.findall(old)), Counter(TOKEN.findall(new))
+    return set(a - b), set(b - a)
 
 
 def load_bundled(root: Path | None = None) -> C3POPredictor:
