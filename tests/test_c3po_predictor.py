@@ -260,3 +260,17 @@ def test_token_delta_and_the_analogy_filter(model_dir: Path) -> None:
     for s in strict:  # the user's edits only reordered: so do the kept completions
         old = "".join(ctx.files["m.py"][s.start_line : s.end_line])
         assert _token_delta(old, "".join(s.new_lines)) == (set(), set())
+
+
+def test_the_bundled_model_loads_and_never_saw_validation_or_gpl_code() -> None:
+    from ripple.models.suggest.registry import make_predictor
+
+    predictor = make_predictor("c3po")
+    assert isinstance(predictor, C3POPredictor)
+    meta = predictor.model.metadata()
+    repos = set(meta["train_repos"]) | set(meta.get("dev_repos", []))
+    assert repos and not repos & {"PyCQA/flake8", "marshmallow-code/marshmallow"}
+    assert "pylint-dev/pylint" not in repos
+    assert predictor.scope == meta["scope"] == "commit"
+    # It serves a live request: the half-done swap gets an answer or silence, no error.
+    assert isinstance(predictor.suggest(_half_done(_swap_commit(3, random.Random(9)), 2)), list)
