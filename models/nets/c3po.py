@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ripple.models.nets import Batch, EditModel, StepOutput
+from ripple.models.suggest.c3po_features import PATH_KEYS
 
 __all__ = ["C3PO", "MASKED", "C3POConfig", "ContextMode", "Encoded", "GreedyResult"]
 
@@ -79,15 +80,6 @@ EOS_LABEL = 1
 # Masked logits: far below any real score but finite, so that exported graphs and torch
 # agree exactly on them and no -inf reaches a softmax's gradient.
 MASKED = -1e9
-PATH_KEYS = (
-    "types",
-    "indices",
-    "lengths",
-    "source_values",
-    "target_values",
-    "source_terminal",
-    "target_terminal",
-)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from ripple.models.suggest.c3po_features import (
     MAX_LEN,
     MAX_SUBTOKENS,
     MAX_TEXT,
+    PATH_KEYS,
     C3POVocab,
     ContextLike,
     PathLike,
@@ -77,22 +78,13 @@ STEP_INPUTS: Final = ("previous", "h", "c", "z_c", "z_op", "op_valid")
 STEP_OUTPUTS: Final = ("logits", "h_out", "c_out", "attention")
 DEFAULT_MAX_PATHS: Final = 4096
 MASKED: Final = -1e9  # the graphs' masked logit (ripple.models.nets.c3po.MASKED)
-_PATH_FIELDS: Final = (
-    "types",
-    "indices",
-    "lengths",
-    "source_values",
-    "target_values",
-    "source_terminal",
-    "target_terminal",
-)
 
 
 def encoder_inputs(context_mode: str) -> tuple[str, ...]:
     """The encoder graph's input names for a context mode (``encode_input``'s keys)."""
-    names = [f"path_{k}" for k in _PATH_FIELDS] + ["path_target_del"]
+    names = [f"path_{k}" for k in PATH_KEYS] + ["path_target_del"]
     if context_mode == "paths":
-        names += [f"context_{k}" for k in _PATH_FIELDS] + ["context_after"]
+        names += [f"context_{k}" for k in PATH_KEYS] + ["context_after"]
     elif context_mode == "text":
         names.append("context_text")
     return tuple(names)

@@ -55,6 +55,7 @@ __all__ = [
     "MAX_SUBTOKENS",
     "MAX_TEXT",
     "PATH_FIELDS",
+    "PATH_KEYS",
     "SPECIAL_TYPES",
     "C3POVocab",
     "ContextLike",
@@ -76,7 +77,9 @@ PAD: Final = "<pad>"
 UNK: Final = "<unk>"
 # completion.UPD_TYPE / INS_TYPE: the artificial first nodes of context UPD and INS paths.
 SPECIAL_TYPES: Final = (PAD, UNK, PLACEHOLDER_TYPE, DEL_TYPE, "<UPD>", "<INS>")
-PATH_FIELDS: Final = (
+# The arrays of a batch of paths the model's path encoder reads (focus and context paths);
+# P's paths also carry ``target_del`` (the pointer's DEL rule).
+PATH_KEYS: Final = (
     "types",
     "indices",
     "lengths",
@@ -84,8 +87,8 @@ PATH_FIELDS: Final = (
     "target_values",
     "source_terminal",
     "target_terminal",
-    "target_del",
 )
+PATH_FIELDS: Final = (*PATH_KEYS, "target_del")
 
 
 class PathLike(Protocol):
