@@ -95,6 +95,23 @@ def test_early_stopping(tmp_path: Path) -> None:
     assert len(result.history) == 3 and result.best_step == 2
 
 
+def test_run_then_load_best_restores_the_best_dev_weights(tmp_path: Path) -> None:
+    data, dev = Points(32, seed=6), Points(16, seed=7)
+    trainer = make(tmp_path / "a", data, dev, epochs=6)
+    result = trainer.run()
+    torch.nn.init.zeros_(trainer.model.net[0].weight)  # type: ignore[index]
+    assert trainer.load_best()
+    from ripple.training.checkpoints import load_checkpoint
+
+    saved = load_checkpoint(tmp_path / "a" / "best").model
+    assert all(torch.equal(trainer.model.state_dict()[k], saved[k]) for k in saved)
+    assert result.best_step is not None and saved
+    # Without a dev set there is no best model: the last weights stay.
+    alone = make(tmp_path / "b", data, None, epochs=2)
+    alone.run()
+    assert not alone.load_best()
+
+
 def test_checkpoints_are_safetensors_and_json(tmp_path: Path) -> None:
     data = Points(24, seed=5)
     trainer = make(tmp_path, data, data, epochs=4, keep_checkpoints=2)

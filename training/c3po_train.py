@@ -329,7 +329,6 @@ def train_c3po(
     ``child_types.json`` and ``results.json``. ``net`` overrides ``C3POConfig`` sizes
     (embedding, hidden, dropout, max_steps); ``vocab_sizes`` the vocabulary's
     (max_subtokens, max_text, max_child_index)."""
-    from ripple.training.checkpoints import load_checkpoint
     from ripple.training.trainer import TrainConfig, Trainer, seed_everything
 
     started = time.monotonic()
@@ -377,15 +376,8 @@ def train_c3po(
         collate_c3po,  # type: ignore[arg-type]
         model_config=config.to_dict(),
     )
-    try:
-        result = trainer.fit()
-    except BaseException:
-        trainer.close(wait_for_others=False)
-        raise
-    trainer.close()
-    best = out_dir / "best"
-    if (best / "model.safetensors").exists():
-        model.load_state_dict(load_checkpoint(best).model)
+    result = trainer.run()
+    trainer.load_best()
     model.eval()
     report: dict[str, Any] = {
         "context_mode": context_mode,

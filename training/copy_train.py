@@ -143,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``ripple train copy``."""
     _check(args)
     from ripple.models.nets.copy_span import CopyConfig, CopyEditor
-    from ripple.training.checkpoints import load_checkpoint
     from ripple.training.trainer import TrainConfig, Trainer, seed_everything
 
     def log(line: str) -> None:
@@ -181,17 +180,10 @@ def run(args: argparse.Namespace) -> int:
             "editor": editor_config(args).to_json(),
         },
     )
-    try:
-        result = trainer.fit()
-    except BaseException:
-        trainer.close(wait_for_others=False)
-        raise
-    trainer.close()
+    result = trainer.run()
     if trainer.rank != 0:
         return 0
-    best = args.out / "best"
-    if (best / "model.safetensors").exists():
-        model.load_state_dict(load_checkpoint(best).model)
+    trainer.load_best()
     report: dict[str, Any] = {
         "system": args.system,
         "parameters": sum(p.numel() for p in model.parameters()),

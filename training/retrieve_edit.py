@@ -144,7 +144,6 @@ def _fit(
     steps: int,
     settings: dict[str, Any],
 ) -> dict[str, Any]:
-    from ripple.training.checkpoints import load_checkpoint
     from ripple.training.trainer import TrainConfig, Trainer, seed_everything
 
     seed_everything(int(settings.get("seed", 0)))
@@ -162,15 +161,8 @@ def _fit(
         resume=bool(settings.get("resume", False)),
     )
     trainer = Trainer(model, config, train, dev, collate, model_config=model_config)  # type: ignore[arg-type]
-    try:
-        result = trainer.fit()
-    except BaseException:
-        trainer.close(wait_for_others=False)
-        raise
-    trainer.close()
-    best = out / "best"
-    if (best / "model.safetensors").exists():
-        model.load_state_dict(load_checkpoint(best).model)
+    result = trainer.run()
+    trainer.load_best()
     model.eval()
     return {
         "steps": result.steps,

@@ -371,6 +371,25 @@ class Trainer:
             dist.destroy_process_group()
             self._owns_group = False
 
+    def run(self) -> TrainResult:
+        """``fit``, then leave the process group (``close``), also when training fails."""
+        try:
+            result = self.fit()
+        except BaseException:
+            self.close(wait_for_others=False)
+            raise
+        self.close()
+        return result
+
+    def load_best(self) -> bool:
+        """Put the best dev checkpoint's weights (``out_dir/best``) into the model; False
+        when there is none (no dev set: the model keeps its last weights)."""
+        best = self.out_dir / "best"
+        if not (best / "model.safetensors").exists():
+            return False
+        self.model.load_state_dict(load_checkpoint(best).model)
+        return True
+
     def _log(self, line: str) -> None:
         if self.rank == 0 and not self.config.quiet:
             print(line, file=sys.stderr, flush=True)

@@ -711,7 +711,6 @@ def run_train(args: argparse.Namespace) -> int:
     """Entry point of ``ripple train edits`` (see the module docstring)."""
     settings = _check_train_args(args)
     from ripple.models.nets.zhao import ImplicitAttention, ZhaoConfig, build_zhao_model
-    from ripple.training.checkpoints import load_checkpoint
     from ripple.training.synthetic import collate_edits
     from ripple.training.trainer import TrainConfig, Trainer, seed_everything
 
@@ -754,18 +753,11 @@ def run_train(args: argparse.Namespace) -> int:
             "settings": settings,
         },
     )
-    try:
-        result = trainer.fit()
-    except BaseException:
-        trainer.close(wait_for_others=False)
-        raise
-    trainer.close()
+    result = trainer.run()
     if trainer.rank != 0:
         return 0
     train_s = round(time.monotonic() - started, 1)
-    best = args.out / "best"
-    if (best / "model.safetensors").exists():
-        model.load_state_dict(load_checkpoint(best).model)
+    trainer.load_best()
     dev_eval = teacher_forced(model, dev_data, args.batch_size, args.quiet, end_id)
     report: dict[str, Any] = {
         "parameters": sum(p.numel() for p in model.parameters()),
