@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -73,11 +73,10 @@ class Candidate:
 
 @dataclass
 class _FileState:
-    source: bytes
+    old: bytes  # the settled snapshot
+    source: bytes  # the current text
     root: tree_sitter.Node
-    parsed: list[ParsedChange]
-    spans: list[tuple[int, int]]  # changed byte spans, current text
-    changes: list[Any]  # completion.Change, old -> current
+    parsed: list[ParsedChange]  # the changes old -> current, in order
 
 
 @dataclass
@@ -112,17 +111,17 @@ class C3POPredictor:
         parser = make_parser("python")
         old_root, new_root = parser.parse(old).root_node, parser.parse(new).root_node
         parsed = parse_changes(old, new, old_root, new_root) if old != new else []
-        spans = [(p.change.new_start, p.change.new_end) for p in parsed]
-        return _FileState(new, new_root, parsed, spans, [p.change for p in parsed])
+        return _FileState(old, new, new_root, parsed)
 
     @staticmethod
-    def _old_line(state: _FileState, base: str, byte: int) -> int:
+    def _old_line(state: _FileState, byte: int) -> int:
         """The snapshot line of an unchanged byte of the current text."""
         shift = 0
-        for change in state.changes:
+        for item in state.parsed:
+            change = item.change
             if change.new_end <= byte:
                 shift += (change.end - change.start) - (change.new_end - change.new_start)
-        return base.encode("utf-8").count(b"\n", 0, max(0, byte + shift))
+        return state.old.count(b"\n", 0, max(0, byte + shift))
 
     def candidates(self, ctx: EditContext, states: dict[str, _FileState]) -> list[Candidate]:
         """Fragments to try, best first (module docstring)."""
@@ -147,17 +146,17 @@ class C3POPredictor:
                 # Below the cursor first, nearest first: edits mostly go on down the file.
                 nodes.sort(key=lambda n: (n.start_point[0] < cursor.line,
                                           abs(n.start_point[0] - cursor.line)))  # fmt: skip
-            base = "".join(ctx.base.get(path, ()))
+            spans = [(p.change.new_start, p.change.new_end) for p in state.parsed]
             for node in nodes:
                 key = (path, node.start_byte, node.end_byte)
                 if key in seen or any(
                     (start < node.end_byte and end > node.start_byte)
                     or (start == end and node.start_byte <= start <= node.end_byte)
-                    for start, end in state.spans
+                    for start, end in spans
                 ):
                     continue
                 seen.add(key)
-                out.append(Candidate(path, node, self._old_line(state, base, node.start_byte)))
+                out.append(Candidate(path, node, self._old_line(state, node.start_byte)))
                 if len(out) >= self.max_candidates:
                     return out
         return out
@@ -246,7 +245,7 @@ class C3POPredictor:
         except ValueError:
             return None
         rendered = render_fragment(before, edited, state.source)
-        lines = state.source.decode("utf-8", "replace").splitlines(keepends=True)
+        lines = ctx.files[candidate.path]  # the current text, as lines
         first, last = node.start_point[0], node.end_point[0]
         if last >= len(lines):
             return None
