@@ -180,16 +180,21 @@ class CompletionExample:
 
 
 def node_to_json(node: Node) -> list[Any]:
-    """A compact nested list ``[type, value, named, [children...]]`` (positions dropped)."""
-    return [node.type, node.value, node.named, [node_to_json(c) for c in node.children]]
+    """A compact nested list ``[type, value, named, [children...]]`` (positions dropped),
+    with the node's field name as a fifth item when it has one."""
+    item = [node.type, node.value, node.named, [node_to_json(c) for c in node.children]]
+    if node.field is not None:
+        item.append(node.field)
+    return item
 
 
 def node_from_json(data: Sequence[Any]) -> Node:
     """The inverse of ``node_to_json``; ids are pre-order indexes from 0."""
 
     def build(item: Sequence[Any], parent: Node | None) -> Node:
-        node_type, value, named, children = item
-        node = Node(node_type, value, [], parent, named=bool(named))
+        node_type, value, named, children = item[:4]
+        field_name = item[4] if len(item) > 4 else None
+        node = Node(node_type, value, [], parent, named=bool(named), field=field_name)
         node.children = [build(c, node) for c in children]
         return node
 

@@ -56,6 +56,7 @@ class Node:
     end_byte: int = 0
     id: int = -1  # unique within its tree: the pre-order index when built
     named: bool = True  # tree-sitter's is_named: False for anonymous tokens like "(" or "def"
+    field: str | None = None  # the parent's field holding this node ("left", "body"), if any
 
     @property
     def is_leaf(self) -> bool:
@@ -131,7 +132,7 @@ class Node:
         """A deep copy of this subtree (same ids, positions), detached from any parent."""
         clone = Node(
             self.type, self.value, [], None, self.start_point, self.end_point,
-            self.start_byte, self.end_byte, self.id, self.named,
+            self.start_byte, self.end_byte, self.id, self.named, self.field,
         )
         stack: list[tuple[Node, Node]] = [(self, clone)]
         while stack:
@@ -139,7 +140,7 @@ class Node:
             for child in src.children:
                 c = Node(
                     child.type, child.value, [], dst, child.start_point, child.end_point,
-                    child.start_byte, child.end_byte, child.id, child.named,
+                    child.start_byte, child.end_byte, child.id, child.named, child.field,
                 )
                 dst.children.append(c)
                 stack.append((child, c))
@@ -169,23 +170,23 @@ def from_tree_sitter(tree_or_node: tree_sitter.Tree | tree_sitter.Node, source: 
     root: Node | None = None
     next_id = 0
     # (tree-sitter node, parent Node); popped in pre-order so ids are pre-order indexes.
-    stack: list[tuple[tree_sitter.Node, Node | None]] = [(ts_root, None)]
+    stack: list[tuple[tree_sitter.Node, Node | None, str | None]] = [(ts_root, None, None)]
     while stack:
-        ts, parent = stack.pop()
+        ts, parent, field_name = stack.pop()
         kids = ts.children
         start, end = ts.start_byte, ts.end_byte
-        keep: list[tree_sitter.Node] = []
+        keep: list[tuple[tree_sitter.Node, str | None]] = []
         covered = True
         if kids:
             prev = start
-            for kid in kids:
+            for i, kid in enumerate(kids):
                 # Text between children that no child owns (see the module doc).
                 if kid.start_byte > prev and source[prev : kid.start_byte].strip():
                     covered = False
                     break
                 prev = kid.end_byte
                 if not kid.is_extra and not kid.is_missing:
-                    keep.append(kid)
+                    keep.append((kid, ts.field_name_for_child(i)))
             if covered and end > prev and source[prev:end].strip():
                 covered = False
         # A string literal is one token (C3PO §3.1: literals are terminals with values),
@@ -209,6 +210,7 @@ def from_tree_sitter(tree_or_node: tree_sitter.Tree | tree_sitter.Node, source: 
             end,
             next_id,
             ts.is_named,
+            field_name,
         )
         next_id += 1
         if parent is None:
@@ -216,7 +218,7 @@ def from_tree_sitter(tree_or_node: tree_sitter.Tree | tree_sitter.Node, source: 
         else:
             parent.children.append(node)
         if not is_token:
-            stack.extend((kid, node) for kid in reversed(keep))
+            stack.extend((kid, node, name) for kid, name in reversed(keep))
     assert root is not None
     return root
 
