@@ -40,6 +40,9 @@ __all__ = [
     "write_examples",
 ]
 
+# The examples' format: 2 added field names to the trees and the context edits as
+# fragment pairs (``CompletionExample.context_edits``); older caches are rebuilt.
+FORMAT = 2
 
 
 def _parse(data: bytes) -> tree_sitter.Node:
@@ -202,7 +205,8 @@ def build_datasets(
 ) -> dict[str, dict[str, Any]]:
     """One dataset file per repository, ``out_dir/OWNER__NAME.jsonl.xz``, built in
     ``workers`` processes; returns the builder's counts per repository (also written to
-    ``out_dir/build.json``). A repository whose file exists is not built again."""
+    ``out_dir/build.json``). A repository whose file exists is not built again, unless
+    it was built by an older format of the examples (``FORMAT``)."""
     import multiprocessing
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,20 +217,31 @@ def build_datasets(
     jobs = []
     for path in files:
         target = out_dir / path.name
-        if target.is_file() and repo_of_file(path) in report:
+        entry = report.get(repo_of_file(path))
+        if target.is_file() and entry is not None and entry.get("format") == FORMAT:
             continue
         jobs.append((path, target, scope, max_commits))
     with Progress(len(jobs), "completion datasets", quiet=quiet) as bar:
         if workers <= 1:
             results: Iterable[tuple[str, int, dict[str, int]]] = map(_build_repo, jobs)
             for repo, count, stats in results:
-                report[repo] = {"examples": count, "scope": scope, "builder": stats}
+                report[repo] = {
+                    "examples": count,
+                    "scope": scope,
+                    "builder": stats,
+                    "format": FORMAT,
+                }
                 report_path.write_text(json.dumps(report, indent=2, sort_keys=True))
                 bar.advance(note=repo)
         else:
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 for repo, count, stats in pool.imap_unordered(_build_repo, jobs):
-                    report[repo] = {"examples": count, "scope": scope, "builder": stats}
+                    report[repo] = {
+                        "examples": count,
+                        "scope": scope,
+                        "builder": stats,
+                        "format": FORMAT,
+                    }
                     report_path.write_text(json.dumps(report, indent=2, sort_keys=True))
                     bar.advance(note=repo)
     return report

@@ -72,6 +72,7 @@ __all__ = [
 CONTEXT_LINES = 10  # §6.1: "a context of 10 lines above and 10 lines below the edit"
 MAX_FRAGMENT_NODES = 50  # §6.1: "we filtered out examples having more than 50 nodes in P"
 MAX_CONTEXT_PATHS = 64  # context paths kept per example (the nearest edits first)
+MAX_CONTEXT_EDITS = 4  # context edits kept as fragment pairs (the nearest first)
 MAX_FILE_BYTES = 400_000  # larger files (generated, vendored) are neither examples nor served
 SCOPES = ("window", "commit")
 
@@ -144,6 +145,9 @@ class CompletionExample:
     tokens_after: list[str]
     context_text: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    # The context edits as literal-normalised fragment pairs (before, after, old line),
+    # nearest first (``context_pairs``): what the structural editor's edit encoder reads.
+    context_edits: list[tuple[Node, Node, int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,6 +163,9 @@ class CompletionExample:
             "tokens_after": self.tokens_after,
             "context_text": self.context_text,
             "meta": self.meta,
+            "context_edits": [
+                [node_to_json(b), node_to_json(a), line] for b, a, line in self.context_edits
+            ],
         }
 
     @classmethod
@@ -176,6 +183,10 @@ class CompletionExample:
             tokens_after=list(data["tokens_after"]),
             context_text=list(data["context_text"]),
             meta=dict(data.get("meta", {})),
+            context_edits=[
+                (node_from_json(b), node_from_json(a), int(line))
+                for b, a, line in data.get("context_edits", ())
+            ],
         )
 
 
@@ -761,6 +772,43 @@ def _assemble(
     return context, text
 
 
+def context_pairs(
+    target: Change,
+    nearby: Sequence[ParsedChange],
+    farther: Sequence[ParsedChange],
+    max_edits: int = MAX_CONTEXT_EDITS,
+) -> list[tuple[Node, Node, int]]:
+    """The context edits as normalised fragment pairs ``(before, after, old line)``: those
+    within the window nearest first, then (scope ``commit``) the rest nearest first, at
+    most ``max_edits``."""
+    out: list[tuple[Node, Node, int]] = []
+    for group in (nearby, farther):
+        for item in sorted(group, key=lambda c: abs(c.change.line - target.line)):
+            if len(out) >= max_edits:
+                return out
+            if item.before is None or item.after is None:
+                continue
+            before, after = item.normalised()
+            out.append((before, after, item.change.line))
+    return out
+
+
+def edit_context_edits(
+    target: Change,
+    parsed: Sequence[ParsedChange],
+    *,
+    scope: str = "window",
+    other_files: Sequence[ParsedChange] = (),
+    exclude: ParsedChange | None = None,
+) -> list[tuple[Node, Node, int]]:
+    """``context_pairs`` of a fragment at ``target``, chosen as ``edit_context`` chooses
+    (the structural editor's context, the same for training and live requests)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown context scope {scope!r} (one of {', '.join(SCOPES)})")
+    nearby, farther = _context_sets(target, parsed, exclude, scope, other_files)
+    return context_pairs(target, nearby, farther)
+
+
 def edit_context(
     target: Change,
     parsed: Sequence[ParsedChange],
@@ -876,6 +924,7 @@ def file_examples(
                 tokens_before=leaf_tokens(before),
                 tokens_after=leaf_tokens(after),
                 context_text=text,
+                context_edits=context_pairs(item.change, nearby, farther),
             )
         )
     return examples
