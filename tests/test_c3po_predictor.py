@@ -14,7 +14,9 @@ import torch
 from ripple.models.edits.completion import (
     BuildStats,
     Change,
+    CompletionExample,
     edit_context,
+    edit_context_edits,
     fragment_nodes,
     parse_changes,
     render_fragment,
@@ -22,7 +24,7 @@ from ripple.models.edits.completion import (
 from ripple.models.edits.editscript import diff
 from ripple.models.edits.languages import parse_python
 from ripple.models.edits.paths import AugmentedTree, apply_operations, gold_operations
-from ripple.models.edits.tree import from_tree_sitter
+from ripple.models.edits.tree import from_tree_sitter, isomorphic, to_sexp
 from ripple.models.runtime.c3po_decode import C3POModel
 from ripple.models.suggest.api import Cursor, EditContext, LiveEdit
 from ripple.models.suggest.c3po_predictor import C3POPredictor
@@ -126,6 +128,18 @@ def test_live_context_equals_the_training_context() -> None:
     target = Change(node.start_byte, node.end_byte, node.start_byte, node.end_byte, 4, 4, 4)
     context, text = edit_context(target, parsed, scope="commit")
     assert context == last.context and text == last.context_text
+    # The structural editor's context: the same edits as fragment pairs, nearest first.
+    pairs = edit_context_edits(target, parsed, scope="commit")
+    assert len(pairs) == len(last.context_edits) > 0
+    for (b, a, line), (want_b, want_a, want_line) in zip(pairs, last.context_edits, strict=True):
+        assert isomorphic(b, want_b) and isomorphic(a, want_a) and line == want_line
+    # ... and they survive the dataset files' JSON.
+    again = CompletionExample.from_json(json.loads(json.dumps(last.to_json())))
+    assert [(to_sexp(b), to_sexp(a), n) for b, a, n in again.context_edits] == [
+        (to_sexp(b), to_sexp(a), n) for b, a, n in last.context_edits
+    ]
+    fields = [n.field for n in last.before.pre_order()]
+    assert any(fields) and [n.field for n in again.before.pre_order()] == fields
 
 
 @pytest.fixture(scope="module")
