@@ -35,6 +35,7 @@ _PLUGIN_MODULES: list[str] = [
     "ripple.models.suggest.copy_predictor",  # "copy-span", "copy-token" (= "seq2seq-copy")
     "ripple.models.suggest.edit_index",  # "retrieve-edit" (retrieve-and-edit over past edits)
     "ripple.models.suggest.c3po_predictor",  # "c3po" and model kind "c3po" (edit completion)
+    "ripple.models.suggest.treeedit_predictor",  # "treeedit" and model kind "treeedit" (Yao)
 ]
 
 
