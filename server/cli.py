@@ -377,8 +377,11 @@ def _add_train_completion(group: argparse._SubParsersAction[argparse.ArgumentPar
             "nodes, the edits made around it, the gold path-operations) from the permissively\n"
             "licensed training repositories (never the validation ones), cached per repository\n"
             "in --datasets, and train each of --systems: c3po (path context), c3po-text and\n"
-            "c3po-none (the §7 ablation), lasertagger and seq2seq-copy (the textual baselines).\n"
-            "C3PO models are exported to ONNX + manifest in --export; the baselines are kept\n"
+            "c3po-none (the §7 ablation), lasertagger and seq2seq-copy (the textual baselines),\n"
+            "treeedit (Yao et al.'s structural editor: supervised, then DAgger rounds), and\n"
+            "copy-span (seq2seq-copy copying spans of any length, Copy That!'s Seq2Seq+CopySpan,\n"
+            "marginalised objective). treeedit and copy-span train only when named in --systems.\n"
+            "C3PO and treeedit models are exported to ONNX + manifest in --export; the baselines are kept\n"
             "there as safetensors checkpoints for `ripple eval completion`."
         ),
         epilog="example: nice ripple train completion --data ../shared/data/commits --out runs/completion",
@@ -388,7 +391,7 @@ def _add_train_completion(group: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--export", type=Path, metavar="DIR", help="where the model folders go (default RUN/models)")
     p.add_argument("--datasets", type=Path, metavar="DIR", help="example cache, one file per repository (default RUN/datasets)")
     p.add_argument("--force", action="store_true", help="replace model folders that exist")
-    p.add_argument("--systems", default=_COMPLETION_SYSTEMS, metavar="A,B", help=f"what to train (default {_COMPLETION_SYSTEMS})")
+    p.add_argument("--systems", default=_COMPLETION_SYSTEMS, metavar="A,B", help=f"what to train (default {_COMPLETION_SYSTEMS}; also treeedit, copy-span)")
     p.add_argument("--scope", choices=("window", "commit"), default="commit", help="context: edits within 10 lines (C3PO's), or those first and then the rest of the commit (default commit)")
     p.add_argument("--dev-repos", default="psf/requests,pallets/click", metavar="A,B", help="training repositories held out for early stopping (default psf/requests,pallets/click)")
     p.add_argument("--max-dev", type=int, default=1000, metavar="N", help="dev examples sampled (default 1000)")
@@ -399,6 +402,9 @@ def _add_train_completion(group: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--eval-every", type=int, default=0, metavar="N", help="dev evaluation every N steps (default: each epoch for C3PO, 200 for the baselines)")
     p.add_argument("--patience", type=int, default=10, help="evaluations without improvement before stopping (default 10)")
     p.add_argument("--workers", type=int, default=1, help="processes building datasets (default 1)")
+    p.add_argument("--dagger-rounds", type=int, default=2, metavar="N", help="treeedit: imitation-learning rounds after supervised training (default 2; 0 = supervised only)")
+    p.add_argument("--dagger-examples", type=int, default=1500, metavar="N", help="treeedit: training examples the editor runs on in each round (default 1500)")
+    p.add_argument("--dagger-steps", type=int, default=1000, metavar="N", help="treeedit: optimizer steps per round (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -415,7 +421,12 @@ def _add_eval_completion(group: argparse._SubParsersAction[argparse.ArgumentPars
             "score every system: exact match of the whole predicted script (C3PO, decoded\n"
             "greedily through onnxruntime) or of the whole predicted fragment (the textual\n"
             "baselines), and micro precision/recall of the predicted edit operations. With all\n"
-            "three C3PO variants the JSON holds the ablation (no / textual / path context)."
+            "three C3PO variants the JSON holds the ablation (no / textual / path context).\n"
+            "treeedit (the structural editor) is scored by exact match of the edited tree with\n"
+            "P' and precision/recall of its tree-edit actions, and on the one-shot transfer\n"
+            "test: examples of one commit that make the same token change, the edit of one\n"
+            "given as the only context of the other (JSON key transfer). copy-span (the span-\n"
+            "copying editor) is scored as the textual baselines; name it in --systems."
         ),
         epilog=(
             "example: ripple eval completion --commits ../shared/data/commits/PyCQA__flake8.jsonl.xz \\\n"
@@ -425,11 +436,12 @@ def _add_eval_completion(group: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--commits", type=Path, nargs="+", required=True, metavar="FILE", help="commit record files (.jsonl.xz)")
     p.add_argument("--json", dest="json_out", type=Path, required=True, metavar="OUT.json", help="write the results here")
     p.add_argument("--models", type=Path, required=True, metavar="DIR", help="folder holding one folder per system (`ripple train completion`'s --export)")
-    p.add_argument("--systems", default=_COMPLETION_SYSTEMS, metavar="A,B", help=f"systems to score (default {_COMPLETION_SYSTEMS})")
+    p.add_argument("--systems", default=_COMPLETION_SYSTEMS, metavar="A,B", help=f"systems to score (default {_COMPLETION_SYSTEMS}; also treeedit, copy-span)")
     p.add_argument("--scope", choices=("window", "commit"), default="commit", help="context of the examples (default commit; window = C3PO's 10 lines)")
     p.add_argument("--max-commits", type=int, metavar="N", help="commits read per file (default all)")
     p.add_argument("--max-examples", type=int, metavar="N", help="score a random sample of N examples")
-    p.add_argument("--beam", type=int, default=1, help="seq2seq-copy beam size (default 1, greedy like C3PO)")
+    p.add_argument("--beam", type=int, default=1, help="seq2seq-copy, copy-span (merged-ray search) and treeedit beam size (default 1, greedy like C3PO)")
+    p.add_argument("--max-transfer", type=int, default=500, metavar="N", help="treeedit: one-shot transfer pairs scored at most (default 500; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -1,11 +1,15 @@
-"""C3PO's textual baselines: LaserTagger tags (conversion, realisation), the tagger and the
-SequenceR seq2seq-copy model learning hand-made edits, and the text scores."""
+"""C3PO's textual baselines: LaserTagger tags (conversion, realisation), the tagger, the
+SequenceR seq2seq-copy model and the span-copying copy-span model learning hand-made edits,
+and the text scores."""
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +21,17 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ripple.models.edits.completion import CompletionExample, node_from_json
 from ripple.models.nets.tagger import ROWS_PER_CALL, Tagger, TaggerConfig, bilstm
+from ripple.models.runtime.copy_decode import action_log_probs, span_mask
 from ripple.models.suggest.copy_features import SPECIALS, CopyVocab
 from ripple.training.completion_baselines import (
     CTX,
     END,
+    SEQ2SEQ_MAX_SPAN,
     Seq2SeqVocab,
     TaggerVocabs,
+    _best_spans,
     _decode_one,
+    _search_one,
     added_phrases,
     build_phrase_vocab,
     collate_tagger,
@@ -264,6 +272,18 @@ def seq2seq(
     return model, vocab, report, out
 
 
+@pytest.fixture(scope="module")
+def copy_span(
+    tmp_path_factory: pytest.TempPathFactory, one_thread_for_module: None
+) -> tuple[Any, Any, dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("copy_span")
+    model, vocab, report = train_seq2seq(
+        TINY, TINY, out, steps=300, batch_size=16, quiet=True, min_count=4, eval_every=300,
+        max_span=SEQ2SEQ_MAX_SPAN["copy-span"],
+    )  # fmt: skip
+    return model, vocab, report, out
+
+
 def test_tagger_learns_the_tiny_set(tagger: Any) -> None:
     model, vocabs, report, out = tagger
     assert report["train_expressible"] == len(TINY)
@@ -286,15 +306,103 @@ def test_seq2seq_learns_the_tiny_set_and_copies_unseen_identifiers(seq2seq: Any)
     assert predict_seq2seq(loaded, loaded_vocab, UNSEEN) == [e.tokens_after for e in UNSEEN]
 
 
-def test_batched_greedy_is_copy_decode_greedy(seq2seq: Any) -> None:
-    model, vocab, _report, _out = seq2seq
+def test_copy_span_reloads_with_its_max_span_and_copies_spans_in_one_action(
+    copy_span: Any,
+) -> None:
+    model, vocab, _report, out = copy_span
+    assert SEQ2SEQ_MAX_SPAN == {"seq2seq-copy": 1, "copy-span": None}  # Copy That!'s default
+    assert json.loads((out / "vocabs.json").read_text())["max_span"] is None
+    loaded, loaded_vocab = load_seq2seq(out)
+    assert loaded_vocab.max_span is None and loaded.config.max_span is None
+    assert loaded.config.objective == "marginal"
+    assert predict_seq2seq(loaded, loaded_vocab, TINY) == predict_seq2seq(model, vocab, TINY)
+    assert text_scores(TINY, predict_seq2seq(loaded, loaded_vocab, TINY))["exact"] == 1.0
+    unseen = UNSEEN[0]  # q = ping ( ) -> q = pong ( ): "q" and "pong" are <unk>, copied
+    tokens = loaded_vocab.input(unseen)
+    # The first decision of the reloaded model: copying "q =" (or more) in one action.
+    ids = torch.tensor([loaded_vocab.tokens.ids(tokens)])
+    with torch.no_grad():
+        memory, keys, starts, ends, state = loaded.encode(ids, torch.tensor([len(tokens)]))
+        pad = torch.zeros(1, len(tokens), dtype=torch.bool)
+        bos = torch.tensor([loaded_vocab.tokens.bos_id])
+        _, gen, start, end = loaded.step(bos, state, memory, keys, starts, ends, pad)
+    gen_logp, span_logp = action_log_probs(
+        gen[0].numpy(), start[0].numpy(), end[0].numpy(), len(tokens), None,
+        loaded_vocab.decode_vocab().blocked,
+    )  # fmt: skip
+    i, j = np.unravel_index(np.argmax(span_logp), span_logp.shape)
+    assert span_logp[i, j] > gen_logp.max() and i == 0 and j >= 1
+    # The whole greedy decode: the right tokens in fewer actions than tokens (EOS counted);
+    # the same model decoded one token per copy needs one action per token.
+    greedy = _search_one(loaded, loaded_vocab, tokens, 1, 150)[0]
+    assert greedy.tokens == tuple(unseen.tokens_after) and greedy.finished
+    assert greedy.actions < len(greedy.tokens)
+    single = _search_one(loaded, replace(loaded_vocab, max_span=1), tokens, 1, 150)[0]
+    assert single.actions == len(single.tokens) + 1
+    # Batched greedy and the merged-ray beam search read the span limit back too.
+    want = [e.tokens_after for e in UNSEEN]
+    assert predict_seq2seq(loaded, loaded_vocab, UNSEEN) == want
+    assert predict_seq2seq(loaded, loaded_vocab, UNSEEN, beam=5) == want
+
+
+def test_a_model_and_vocabulary_with_other_max_spans_do_not_load(
+    copy_span: Any, tmp_path: Path
+) -> None:
+    _model, _vocab, _report, out = copy_span
+    shutil.copytree(out / "best", tmp_path / "best")  # the copy-span model (max_span None)
+    data = json.loads((out / "vocabs.json").read_text())
+    (tmp_path / "vocabs.json").write_text(json.dumps({**data, "max_span": 1}))
+    with pytest.raises(ValueError, match="spans of None tokens at most"):
+        load_seq2seq(tmp_path)
+    with pytest.raises(ValueError, match="max_span"):
+        train_seq2seq(TINY, [], tmp_path / "x", steps=1, max_span=3)
+
+
+@pytest.mark.parametrize("name", ["seq2seq-copy", "copy-span"])
+def test_batched_greedy_is_copy_decode_greedy(name: str, request: pytest.FixtureRequest) -> None:
+    model, vocab, _report, _out = request.getfixturevalue(
+        "seq2seq" if name == "seq2seq-copy" else "copy_span"
+    )
+    assert vocab.max_span == SEQ2SEQ_MAX_SPAN[name]
     odd = [example("", "x"), example("q = ping ( ) ; ;", "q", "<del> ; </del> <sep>")]
     examples = [*TINY, *UNSEEN, *odd]
-    for limit in (2, 150):
+    for limit in (0, 1, 2, 3, 150):  # short limits: spans cut to the room left
         batched = predict_seq2seq(model, vocab, examples, max_len=limit, batch_size=3)
         one_by_one = [_decode_one(model, vocab, vocab.input(e), 1, limit) for e in examples]
         assert batched == one_by_one
         assert all(p is not None and len(p) <= limit for p in batched)
+
+
+@pytest.mark.parametrize("max_span", [None, 1, 2, 3])
+def test_best_spans_is_the_best_valid_span(max_span: int | None) -> None:
+    # The batched greedy's span choice: the argmax of copy_decode's valid spans, no
+    # longer than max_span nor than the room left (at least 1 where a decision is taken).
+    rng = torch.Generator().manual_seed(0)
+    B, L = 40, 7
+    start, end = torch.randn(B, L, generator=rng), torch.randn(B, L, generator=rng)
+    real = torch.randint(0, L + 1, (B,), generator=rng)
+    room = torch.randint(1, L + 2, (B,), generator=rng)
+    score, first, last = _best_spans(start, end, real, max_span, room)
+    for b in range(B):
+        width = min(int(room[b]), max_span or L)
+        pairs = (start[b][:, None] + end[b][None, :]).double().numpy()
+        ok = span_mask(L, int(real[b]), width)
+        if not ok.any():
+            assert score[b] == float("-inf")
+            continue
+        i, j = np.unravel_index(np.argmax(np.where(ok, pairs, -np.inf)), pairs.shape)
+        assert (int(first[b]), int(last[b])) == (i, j)
+        assert float(score[b]) == pytest.approx(pairs[i, j], abs=1e-5)
+
+
+def test_seq2seq_vocab_round_trips_its_max_span() -> None:
+    tokens = CopyVocab([*SPECIALS, CTX, "a"])
+    for span in (None, 1):
+        vocab = Seq2SeqVocab(tokens, max_span=span)
+        again = Seq2SeqVocab.from_json(json.loads(json.dumps(vocab.to_json())))
+        assert again.max_span == span and again.tokens.tokens == tokens.tokens
+    old = {k: v for k, v in Seq2SeqVocab(tokens).to_json().items() if k != "max_span"}
+    assert Seq2SeqVocab.from_json(old).max_span == 1  # saved before copy-span: one token
 
 
 def test_seq2seq_input_and_blocked_separator() -> None:

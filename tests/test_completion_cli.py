@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ripple.server.cli import main
+from ripple.server.cli import _COMPLETION_SYSTEMS, main
 from ripple.training.completion import operation_scores
 from ripple.training.data import CommitRecord, FileChange, write_commits
 
@@ -43,7 +43,7 @@ def test_train_and_eval(commits: Path, tmp_path: Path) -> None:
     code = main(
         [
             "train", "completion", "--data", str(commits), "--out", str(run),
-            "--systems", "c3po,c3po-none,lasertagger,seq2seq-copy", "--steps", "40",
+            "--systems", "c3po,c3po-none,lasertagger,seq2seq-copy,copy-span", "--steps", "40",
             "--eval-every", "20", "--batch-size", "8", "--dev-repos", "psf/requests", "--quiet",
         ]
     )  # fmt: skip
@@ -58,23 +58,44 @@ def test_train_and_eval(commits: Path, tmp_path: Path) -> None:
     assert set(built) == {"pallets/flask", "psf/requests"}
     manifest = json.loads((run / "models" / "c3po" / "manifest.json").read_text())
     assert manifest["kind"] == "c3po" and manifest["metadata"]["train_repos"] == ["pallets/flask"]
+    # copy-span: the seq2seq editor with spans of any length, saved with its max span.
+    span_dir = run / "models" / "copy-span"
+    assert json.loads((span_dir / "system.json").read_text())["system"] == "copy-span"
+    assert json.loads((span_dir / "vocabs.json").read_text())["max_span"] is None
+    seq_dir = run / "models" / "seq2seq-copy"
+    assert json.loads((seq_dir / "vocabs.json").read_text())["max_span"] == 1
+    sizes = {n: results["systems"][n]["parameters"] for n in ("seq2seq-copy", "copy-span")}
+    assert sizes["copy-span"] == sizes["seq2seq-copy"]  # the same net and vocabulary
     out = tmp_path / "eval.json"
     code = main(
         [
             "eval", "completion", "--commits", str(commits / "PyCQA__flake8.jsonl.xz"),
-            "--models", str(run / "models"), "--systems", "c3po,c3po-none,lasertagger,seq2seq-copy",
+            "--models", str(run / "models"),
+            "--systems", "c3po,c3po-none,lasertagger,seq2seq-copy,copy-span",
             "--json", str(out), "--quiet",
         ]
     )  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
     assert report["examples"] == 36 and report["repos"] == ["PyCQA/flake8"]
-    for name in ("c3po", "c3po-none", "lasertagger", "seq2seq-copy"):
+    for name in ("c3po", "c3po-none", "lasertagger", "seq2seq-copy", "copy-span"):
         row = report["systems"][name]
         assert 0.0 <= row["exact"] <= 1.0 and row["parameters"] > 0
     assert set(report["ablation"]) == {"no context", "path context"}
     # One edit pattern, seen 36 times in training: the models learn it.
     assert report["systems"]["c3po"]["exact"] > 0.5
+    # copy-span decodes with the merged-ray beam search too.
+    beam_out = tmp_path / "beam.json"
+    code = main(
+        [
+            "eval", "completion", "--commits", str(commits / "PyCQA__flake8.jsonl.xz"),
+            "--models", str(run / "models"), "--systems", "copy-span", "--beam", "3",
+            "--max-examples", "4", "--json", str(beam_out), "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    row = json.loads(beam_out.read_text())["systems"]["copy-span"]
+    assert 0.0 <= row["exact"] <= 1.0 and row["parameters"] > 0
 
 
 def test_bad_arguments(
@@ -86,6 +107,7 @@ def test_bad_arguments(
 
     train = ["train", "completion", "--data", str(commits), "--out", str(tmp_path / "r")]
     assert "unknown nope" in error([*train, "--systems", "nope"])
+    assert "copy-span" not in _COMPLETION_SYSTEMS.split(",")  # only when asked for
     assert "validation repository" in error([*train, "--dev-repos", "PyCQA/flake8"])
     assert "no model folder for c3po" in error(
         ["eval", "completion", "--commits", str(commits / "PyCQA__flake8.jsonl.xz"),

@@ -8,12 +8,20 @@ ones, holds out ``--dev-repos`` for early stopping, and trains:
 * ``c3po-text`` / ``c3po-none``: the same with the context as text or without it (§7);
 * ``lasertagger``: the textual tagger (KEEP/DELETE + phrase insertion; §6.2);
 * ``seq2seq-copy``: the SequenceR-style token seq2seq with attention and copying (§6.2),
-  the span-copying editor restricted to one-token spans, exported to ONNX.
+  the span-copying editor restricted to one-token spans, exported to ONNX;
+* ``copy-span``: that editor copying spans of any length (Copy That!'s Seq2Seq+CopySpan,
+  its default maximum span), trained with the marginalised objective, decoded greedily
+  (or with ``--beam``, the merged-ray beam search); not trained unless named in
+  ``--systems``;
+* ``treeedit``: Yao et al.'s structural editor (tree-edit actions on P's tree, conditioned
+  on the context edits' actions by the edit encoder), supervised then DAgger, exported to
+  ONNX (``treeedit_train``).
 
 Evaluation builds examples from ``--commits`` with the same builder and scores each system:
-exact match of the whole predicted script (C3PO) or of the whole predicted P' (the textual
-systems), and micro precision/recall of the predicted edit operations (path-operations for
-C3PO; token-level edit operations for the textual systems).
+exact match of the whole predicted script (C3PO), of the edited tree (treeedit) or of the
+whole predicted P' (the textual systems), and micro precision/recall of the predicted edit
+operations (path-operations for C3PO; tree-edit actions for treeedit; token-level edit
+operations for the textual systems). With treeedit, the one-shot transfer test too.
 """
 
 from __future__ import annotations
@@ -40,8 +48,9 @@ from ripple.training.data import (
 __all__ = ["operation_scores", "run_eval", "run_train"]
 
 C3PO_SYSTEMS = ("c3po", "c3po-text", "c3po-none")
-TEXT_SYSTEMS = ("lasertagger", "seq2seq-copy")
-SYSTEMS = (*C3PO_SYSTEMS, *TEXT_SYSTEMS)
+TEXT_SYSTEMS = ("lasertagger", "seq2seq-copy", "copy-span")
+TREE_SYSTEMS = ("treeedit",)
+SYSTEMS = (*C3PO_SYSTEMS, *TEXT_SYSTEMS, *TREE_SYSTEMS)
 CONTEXT_MODE = {"c3po": "paths", "c3po-text": "text", "c3po-none": "none"}
 DEFAULT_DEV = ("psf/requests", "pallets/click")
 
@@ -214,6 +223,40 @@ def _train_one(
         }
         export_c3po(c3po, vocab, child_types, target, name=name, metadata=metadata)
         return {**report, "parameters": c3po.parameter_count()}
+    if name in TREE_SYSTEMS:
+        from ripple.training.treeedit_export import export_treeedit
+        from ripple.training.treeedit_train import train_treeedit
+
+        work = args.out / "runs" / name
+        if work.exists():
+            shutil.rmtree(work)
+        net, tree_vocab, report = train_treeedit(
+            train,
+            dev,
+            work,
+            steps=args.steps or 3000,
+            dagger_rounds=args.dagger_rounds,
+            dagger_examples=args.dagger_examples,
+            dagger_steps=args.dagger_steps,
+            eval_every=args.eval_every or 250,
+            patience=args.patience,
+            seed=args.seed,
+            log=lambda line: _log(args, line),
+            **{**common, "batch_size": min(args.batch_size, 32)},
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        metadata = {
+            "scope": args.scope,
+            "train_repos": sorted({e.repo for e in train}),
+            "train_examples": len(train),
+            "parameters": net.parameter_count(),
+            "phases": [
+                {k: p[k] for k in ("phase", "dev_exact", "steps")} for p in report["phases"]
+            ],
+        }
+        export_treeedit(net, tree_vocab, target, name=name, metadata=metadata)
+        return report
     from ripple.training import completion_baselines as baselines
 
     if target.exists():
@@ -227,7 +270,8 @@ def _train_one(
     else:
         model, _vocab, report = baselines.train_seq2seq(
             train, dev, target, steps=args.steps or 4000, eval_every=args.eval_every or 200,
-            patience=args.patience, seed=args.seed, **common,
+            patience=args.patience, seed=args.seed, max_span=baselines.SEQ2SEQ_MAX_SPAN[name],
+            **common,
         )  # fmt: skip
     (target / "system.json").write_text(json.dumps({"system": name, "scope": args.scope}) + "\n")
     return {**report, "parameters": baselines.parameter_count(model)}
@@ -283,6 +327,31 @@ def _c3po_predictions(
     return gold, predicted, rebuilt, parameters
 
 
+def _treeedit_scores(
+    folder: Path, examples: Sequence[CompletionExample], args: argparse.Namespace, out: dict
+) -> dict[str, Any]:
+    """Exact match of the edited tree, precision/recall of the tree-edit actions, and
+    (into ``out["transfer"]``) the one-shot transfer test."""
+    from ripple.models.runtime.treeedit_decode import TreeEditModel
+    from ripple.training.treeedit_train import (
+        evaluate_transfer,
+        evaluate_treeedit,
+        transfer_pairs,
+    )
+
+    model = TreeEditModel.load(folder, threads=1)
+    gold, predicted, exact = evaluate_treeedit(model, examples, beam=args.beam, quiet=args.quiet)
+    scores = operation_scores([g or [] for g in gold], predicted)
+    scores["exact"] = sum(exact) / len(examples)
+    scores["unconverted"] = sum(g is None for g in gold)
+    scores["parameters"] = int(model.metadata().get("parameters", 0) or 0)
+    if args.max_transfer:
+        pairs = transfer_pairs(examples, max_pairs=args.max_transfer, seed=args.seed)
+        out["transfer"] = evaluate_transfer(model, examples, pairs, quiet=args.quiet)
+        _log(args, f"one-shot transfer: {json.dumps(out['transfer'])}")
+    return scores
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """``ripple eval completion``: every system found in ``--models`` on ``--commits``."""
     from ripple.training.completion_data import examples_from_files, statistics
@@ -315,7 +384,9 @@ def run_eval(args: argparse.Namespace) -> int:
     for name in systems:
         t0 = time.monotonic()
         folder = models / name
-        if name in C3PO_SYSTEMS:
+        if name in TREE_SYSTEMS:
+            scores = _treeedit_scores(folder, examples, args, out)
+        elif name in C3PO_SYSTEMS:
             gold, predicted, rebuilt, parameters = _c3po_predictions(folder, examples, args.quiet)
             scores = operation_scores([g or [] for g in gold], [
                 p if g is not None else None for g, p in zip(gold, predicted, strict=True)

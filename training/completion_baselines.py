@@ -1,6 +1,6 @@
-"""The two textual baselines of C3PO's EditCompletion task (Brody et al. 2020, §6.2-6.3).
+"""The textual baselines of C3PO's EditCompletion task (Brody et al. 2020, §6.2-6.3).
 
-Both read an example's text only: P's leaf tokens (``tokens_before``), the context edits as
+LaserTagger, SequenceR and the span-copying editor read an example's text only: P's leaf tokens (``tokens_before``), the context edits as
 a token sequence (``context_text``), and are scored against P''s tokens (``tokens_after``).
 
 **LaserTagger** (Malmi et al. 2019; C3PO's LaserTagger_LSTM, without BERT and without the
@@ -27,6 +27,14 @@ That!'s Seq2Seq+CopyTok: generation and copying of single input tokens share one
 trained on the copy-data items of ``ripple.training.retrieve_edit.EditorDataset`` by the
 shared trainer; decoded greedily in torch, a batch at a time (what
 ``copy_decode.greedy_decode`` does for one input), or by ``copy_decode.beam_decode``.
+
+**copy-span** (Panthaplackel et al. 2021, Copy That!'s Seq2Seq+CopySpan): the same code with
+Copy That!'s default maximum span length (``CopyConfig.max_span`` None: a ``Copy(i:j)``
+action copies any span of the input in one decision), trained with the marginalised
+objective (Eq. 2, summing over every action sequence that writes P'), and decoded greedily
+or by the merged-ray beam search (Algorithm 1) with that span limit. ``SEQ2SEQ_MAX_SPAN``
+maps each system to its ``max_span``; it is saved in ``vocabs.json`` (and the checkpoint's
+``CopyConfig``) and read back by ``load_seq2seq``.
 
 **Scores** (``text_scores``): exact match of P' (C3PO's metric), and micro-averaged
 precision and recall of token-level edit operations (difflib opcodes of P -> prediction
@@ -55,6 +63,7 @@ from ripple.models.nets.tagger import Tagger, TaggerConfig
 from ripple.models.runtime.copy_decode import (
     DecodeConfig,
     DecodeVocab,
+    Hypothesis,
     beam_decode,
     greedy_decode,
 )
@@ -66,6 +75,7 @@ __all__ = [
     "DELETE",
     "END",
     "KEEP",
+    "SEQ2SEQ_MAX_SPAN",
     "Phrase",
     "Seq2SeqVocab",
     "TaggerDataset",
@@ -94,6 +104,10 @@ CTX: Final = "<ctx>"  # SequenceR's separator between P and the context edits
 PHRASE_VOCAB_SIZE: Final = 500  # LaserTagger's default vocabulary size
 VOCABS_FILE: Final = "vocabs.json"
 NEG_INF: Final = float("-inf")
+# Each seq2seq system's longest copyable span: SequenceR copies single tokens (Copy That!'s
+# Seq2Seq+CopyTok); copy-span copies spans of any length, Copy That!'s default (CopyConfig's
+# max_span None, as `ripple train copy`'s copy-span).
+SEQ2SEQ_MAX_SPAN: Final[dict[str, int | None]] = {"seq2seq-copy": 1, "copy-span": None}
 
 Phrase = tuple[str, ...]
 
@@ -584,12 +598,14 @@ def predict_tagger(
 
 @dataclass
 class Seq2SeqVocab:
-    """SequenceR's token vocabulary (``CopyVocab``, with ``<ctx>``) and input settings."""
+    """SequenceR's token vocabulary (``CopyVocab``, with ``<ctx>``), input settings and the
+    longest span a copy action takes (1: SequenceR; None: any, copy-span)."""
 
     tokens: CopyVocab
     use_context: bool = True
     max_input: int = 400
     max_output: int = 150
+    max_span: int | None = 1
 
     def input(self, example: CompletionExample) -> tuple[str, ...]:
         return seq2seq_input(example, self.use_context, self.max_input)
@@ -611,15 +627,18 @@ class Seq2SeqVocab:
             "use_context": self.use_context,
             "max_input": self.max_input,
             "max_output": self.max_output,
+            "max_span": self.max_span,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Seq2SeqVocab:
+        span = data.get("max_span", 1)  # saved before copy-span: single tokens
         return cls(
             CopyVocab(list(data["tokens"])),
             bool(data["use_context"]),
             int(data["max_input"]),
             int(data["max_output"]),
+            None if span is None else int(span),
         )
 
 
@@ -650,27 +669,31 @@ def train_seq2seq(
     dropout: float = 0.2,
     max_input: int = 400,
     max_output: int = 150,
+    max_span: int | None = 1,
     eval_every: int = 200,
     patience: int = 1000,
     seed: int = 0,
 ) -> tuple[CopyEditor, Seq2SeqVocab, dict[str, Any]]:
-    """Train the SequenceR baseline (``CopyEditor``, ``max_span=1``, marginal likelihood).
+    """Train SequenceR (``CopyEditor``, ``max_span=1``) or, with ``max_span=None``,
+    copy-span (spans of any length), both by the marginal likelihood (Copy That!'s Eq. 2).
 
     The trainer keeps the best model by dev token accuracy (the argmax action is right).
     """
     from ripple.training.copy_data import collate_copy
     from ripple.training.retrieve_edit import EditorDataset, Pair
 
+    if max_span not in (None, 1):  # what CopyEditor's normaliser computes
+        raise ValueError(f"max_span must be None (any span) or 1 (single tokens), not {max_span}")
     out_dir = Path(out_dir)
     inputs = [seq2seq_input(e, use_context, max_input) for e in train]
     tokens = _token_vocab([*inputs, *(e.tokens_after for e in train)], vocab_size, min_count, [CTX])
-    vocab = Seq2SeqVocab(tokens, use_context, max_input, max_output)
+    vocab = Seq2SeqVocab(tokens, use_context, max_input, max_output, max_span)
     config = CopyConfig(
         vocab_size=len(tokens),
         embedding=embedding,
         hidden=hidden,
         dropout=dropout,
-        max_span=1,
+        max_span=max_span,
         objective="marginal",
         # <unk> stays generable in training: the UNK rule makes it the right action for
         # an output token neither in the vocabulary nor copyable (decoding never emits it).
@@ -694,7 +717,7 @@ def train_seq2seq(
         dataset(train),
         dataset(dev) if dev else None,
         collate_copy,
-        {"system": "sequencer", "copy": config.to_dict()},
+        {"system": "sequencer" if max_span == 1 else "copy-span", "copy": config.to_dict()},
         steps,
         _fit_settings(batch_size, lr, threads, quiet, eval_every, patience, seed),
     )
@@ -708,11 +731,17 @@ def train_seq2seq(
 
 
 def load_seq2seq(out_dir: Path) -> tuple[CopyEditor, Seq2SeqVocab]:
-    """The model ``train_seq2seq`` left in ``out_dir`` (its best model, else its latest)."""
+    """The model ``train_seq2seq`` left in ``out_dir`` (its best model, else its latest),
+    with the ``max_span`` it was trained with (its vocabulary's, its config's)."""
     out_dir = Path(out_dir)
     vocab = Seq2SeqVocab.from_json(json.loads((out_dir / VOCABS_FILE).read_text("utf-8")))
     state = _load_weights(out_dir)
     model = CopyEditor(CopyConfig.from_dict(state.state["model_config"]["copy"]))
+    if model.config.max_span != vocab.max_span:
+        raise ValueError(
+            f"{out_dir}: the model copies spans of {model.config.max_span} tokens at most, "
+            f"its {VOCABS_FILE} says {vocab.max_span}"
+        )
     model.load_state_dict(state.model)
     return model.eval(), vocab
 
@@ -738,11 +767,13 @@ def predict_seq2seq(
     max_len: int | None = None,
     batch_size: int = 64,
 ) -> list[list[str] | None]:
-    """Each example's predicted P' tokens: greedy (``beam=1``) or the best beam hypothesis.
+    """Each example's predicted P' tokens: greedy (``beam=1``) or the best beam hypothesis,
+    copying spans of at most ``vocab.max_span`` tokens (any length when None).
 
     Greedy decoding runs batched in torch (``batch_size`` examples at a time) and returns
-    what it wrote when stopped by ``max_len``; beam search (``copy_decode.beam_decode``,
-    one example at a time) gives None where no hypothesis ended within ``max_len`` tokens.
+    what it wrote when stopped by ``max_len``; beam search (``copy_decode.beam_decode``, with
+    ray merging, one example at a time) gives None where no hypothesis ended within
+    ``max_len`` tokens.
     """
     if beam < 1:
         raise ValueError(f"beam must be at least 1, not {beam}")
@@ -754,10 +785,11 @@ def predict_seq2seq(
     return [_decode_one(model, vocab, tokens, beam, limit) for tokens in inputs]
 
 
-def _decode_one(
+def _search_one(
     model: CopyEditor, vocab: Seq2SeqVocab, tokens: Sequence[str], beam: int, limit: int
-) -> list[str] | None:
-    """One input through ``copy_decode``'s search (greedy for ``beam=1``), in torch."""
+) -> list[Hypothesis]:
+    """One input through ``copy_decode``'s search (greedy for ``beam=1``), in torch:
+    its hypotheses, best first (the greedy one, finished or not; the beam's finished ones)."""
     device = next(model.parameters()).device
     ids = torch.tensor([vocab.tokens.ids(tokens) or [0]], device=device)
     length = torch.tensor([max(1, len(tokens))], device=device)
@@ -768,9 +800,57 @@ def _decode_one(
     state = state0[0].cpu().numpy()
     dvocab = vocab.decode_vocab()
     if beam == 1:
-        return list(greedy_decode(step, state, tokens, dvocab, max_span=1, max_len=limit).tokens)
-    hyps = beam_decode(step, state, tokens, dvocab, DecodeConfig(beam, max_len=limit, max_span=1))
+        return [greedy_decode(step, state, tokens, dvocab, vocab.max_span, max_len=limit)]
+    config = DecodeConfig(beam, max_len=limit, max_span=vocab.max_span)
+    return beam_decode(step, state, tokens, dvocab, config)
+
+
+def _decode_one(
+    model: CopyEditor, vocab: Seq2SeqVocab, tokens: Sequence[str], beam: int, limit: int
+) -> list[str] | None:
+    """The tokens of ``_search_one``'s best hypothesis; None if the beam finished none."""
+    hyps = _search_one(model, vocab, tokens, beam, limit)
     return list(hyps[0].tokens) if hyps else None
+
+
+def _best_spans(
+    start: torch.Tensor,
+    end: torch.Tensor,
+    real: torch.Tensor,
+    max_span: int | None,
+    room: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row, the best span ``[i, j]`` to copy: ``start[i] + end[j]`` highest over the
+    spans of the row's ``real`` input tokens at most ``min(max_span, room)`` tokens long.
+
+    Returns (score, i, j), each (B,); the score is -inf where the row has no input token.
+    """
+    B, L = start.shape
+    pos = torch.arange(L, device=start.device)
+    outside = pos[None, :] >= real[:, None]  # no input token there
+    if max_span == 1:  # room is never below 1 where a decision is taken
+        score, last = (start + end).masked_fill(outside, NEG_INF).max(dim=-1)
+        return score, last, last
+    width = room.clamp(max=L) if max_span is None else room.clamp(max=max_span)
+    if max_span is None:  # the best start at or before each end: a cumulative max
+        top, where = torch.cummax(start, dim=-1)
+        score, last = (end + top).masked_fill(outside, NEG_INF).max(dim=-1)
+        first = where.gather(1, last[:, None])[:, 0]
+        # The best span of any length is the best one that fits, unless it does not fit.
+        redo = (last - first + 1 > width) & torch.isfinite(score)
+    else:  # a longest span of a few tokens: every row through its (L, L) spans
+        score = torch.full((B,), NEG_INF, dtype=start.dtype, device=start.device)
+        first = last = torch.zeros(B, dtype=torch.long, device=start.device)
+        redo = torch.ones(B, dtype=torch.bool, device=start.device)
+    rows = redo.nonzero()[:, 0]
+    if len(rows):  # (R, L, L) scores of the spans no longer than each row's width
+        pairs = start[rows][:, :, None] + end[rows][:, None, :]
+        i, j = pos[:, None], pos[None, :]
+        ok = (i <= j) & (j - i < width[rows][:, None, None]) & ~outside[rows][:, None, :]
+        best, flat = pairs.masked_fill(~ok, NEG_INF).flatten(1).max(dim=-1)
+        score, first, last = score.clone(), first.clone(), last.clone()
+        score[rows], first[rows], last[rows] = best, flat // L, flat % L
+    return score, first, last
 
 
 def _greedy_batched(
@@ -780,10 +860,12 @@ def _greedy_batched(
     limit: int,
     batch_size: int,
 ) -> list[list[str]]:
-    """``copy_decode.greedy_decode`` with ``max_span=1`` for many inputs at once.
+    """``copy_decode.greedy_decode`` with ``vocab.max_span`` for many inputs at once.
 
-    At each step the most probable action: generating a non-blocked vocabulary token or
-    copying one input token (a tie goes to generation, as in ``greedy_decode``).
+    At each decision the most probable action: generating a non-blocked vocabulary token
+    or copying one input span (a tie goes to generation, as in ``greedy_decode``) no longer
+    than ``vocab.max_span`` nor than the room left under ``limit``. A copied span's tokens
+    are fed one step each before the row's next decision, while other rows go on deciding.
     """
     device = next(model.parameters()).device
     words = vocab.tokens
@@ -802,34 +884,42 @@ def _greedy_batched(
         ids, real = ids.to(device), real.to(device)
         memory, keys, starts, ends, state = model.encode(ids, real.clamp(min=1))
         pad = torch.arange(L, device=device)[None, :] >= real.clamp(min=1)[:, None]
-        no_copy = torch.arange(L, device=device)[None, :] >= real[:, None]  # no input at all
         token = torch.full((B,), words.bos_id, dtype=torch.long, device=device)
+        pending: list[list[str]] = [[] for _ in range(B)]  # copied tokens not yet fed
         live = list(range(B))
-        for _ in range(limit + 1):
+        while live:
             state, gen, start, end = model.step(token, state, memory, keys, starts, ends, pad)
+            room = torch.full((B,), L, dtype=torch.long)  # rows not deciding: no limit
+            for b in live:
+                if not pending[b]:
+                    room[b] = max(1, limit - len(out[rows[b]]))
             best_gen, gen_id = gen.masked_fill(blocked, NEG_INF).max(dim=-1)
-            best_copy, position = (start + end).masked_fill(no_copy, NEG_INF).max(dim=-1)
+            best_copy, span_first, span_last = _best_spans(
+                start, end, real, vocab.max_span, room.to(device)
+            )
             copy = (best_copy > best_gen).tolist()
-            gen_ids, positions = gen_id.tolist(), position.tolist()
+            gen_ids, firsts, lasts = gen_id.tolist(), span_first.tolist(), span_last.tolist()
             feed = token.tolist()
             still: list[int] = []
             for b in live:
                 written = out[rows[b]]
-                if copy[b]:
-                    word = inputs[rows[b]][positions[b]]
-                elif gen_ids[b] == words.eos_id:
-                    continue
-                else:
-                    word = words.tokens[gen_ids[b]]
-                if len(written) == limit:  # greedy_decode stops there, unfinished
-                    continue
-                written.append(word)
-                feed[b] = words.id(word)
+                if not pending[b]:  # a decision
+                    if len(written) == limit:  # greedy_decode stops there, unfinished
+                        continue
+                    if copy[b]:
+                        pending[b] = list(inputs[rows[b]][firsts[b] : lasts[b] + 1])
+                    elif gen_ids[b] == words.eos_id:
+                        continue
+                    else:
+                        pending[b] = [words.tokens[gen_ids[b]]]
+                    written.extend(pending[b])  # never past limit: the span fits
+                    if len(written) == limit:  # nothing left to decide, nothing to feed
+                        continue
+                feed[b] = words.id(pending[b].pop(0))
                 still.append(b)
             live = still
-            if not live:
-                break
-            token = torch.tensor(feed, dtype=torch.long, device=device)
+            if live:
+                token = torch.tensor(feed, dtype=torch.long, device=device)
     return out
 
 
