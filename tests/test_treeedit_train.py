@@ -107,6 +107,9 @@ def test_training_learns_the_edit_and_reports_dagger(trained: tuple[Path, dict])
     assert phases == ["supervised", "dagger-1"]
     assert report["phases"][1]["visited_states"] > 0
     assert all(0.0 <= p["dev_exact"] <= 1.0 for p in report["phases"])
+    # The phase that decodes dev best is the model returned.
+    chosen = next(p for p in report["phases"] if p["phase"] == report["chosen_phase"])
+    assert chosen["dev_exact"] == max(p["dev_exact"] for p in report["phases"])
     model = TreeEditModel.load(folder)
     held_out = _examples(range(200, 206), 9)
     gold, predicted, exact = evaluate_treeedit(model, held_out, quiet=True)
@@ -210,3 +213,18 @@ def test_train_and_eval_completion_cli(tmp_path: Path) -> None:
     assert report["examples"] == 32 and row["unconverted"] == 0 and row["parameters"] > 0
     assert 0.0 <= row["exact"] <= 1.0 and 0.0 <= row["precision"] <= 1.0
     assert report["transfer"]["pairs"] == 20
+
+
+def test_the_bundled_model_loads_and_never_saw_validation_or_gpl_code() -> None:
+    from ripple.models.suggest.registry import make_predictor
+
+    predictor = make_predictor("treeedit")
+    assert isinstance(predictor, TreeEditPredictor)
+    meta = predictor.model.metadata()
+    repos = set(meta["train_repos"])
+    assert repos and not repos & {"PyCQA/flake8", "marshmallow-code/marshmallow"}
+    assert "pylint-dev/pylint" not in repos
+    assert predictor.scope == meta["scope"] == "commit"
+    assert meta["phases"][0]["phase"] == "supervised"
+    # It serves a live request: an answer or silence, no error.
+    assert isinstance(predictor.suggest(_half_done(_commit(3, random.Random(9)), 2)), list)

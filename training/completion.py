@@ -254,6 +254,7 @@ def _train_one(
             "phases": [
                 {k: p[k] for k in ("phase", "dev_exact", "steps")} for p in report["phases"]
             ],
+            "chosen_phase": report["chosen_phase"],
         }
         export_treeedit(net, tree_vocab, target, name=name, metadata=metadata)
         return report

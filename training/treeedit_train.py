@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import shutil
@@ -276,9 +277,10 @@ def train_treeedit(
 ) -> tuple[TreeEditNet, TreeEditVocab, dict[str, Any]]:
     """Supervised training on the expert's states, then DAgger (module docstring).
 
-    Returns the final model, its vocabulary and a report with, per phase, the dev exact
-    match by greedy decoding through onnxruntime (on at most ``max_dev_decode`` dev
-    examples), which is what shows the effect of the imitation rounds."""
+    Returns the model of the phase with the best dev exact match by greedy decoding
+    through onnxruntime (on at most ``max_dev_decode`` dev examples; ``chosen_phase`` in
+    the report), its vocabulary and a report with every phase's dev exact match, which
+    is what shows the effect of the imitation rounds."""
     from ripple.training.trainer import seed_everything
 
     say = log or (lambda line: None)
@@ -349,6 +351,7 @@ def train_treeedit(
     exact = _decode_exact(model, vocab, dev_decode, grammar, out_dir / "tmp-model", quiet)
     report["phases"].append({"phase": "supervised", **phase, "dev_exact": exact})
     say(f"treeedit supervised: dev exact {exact:.3f} ({json.dumps(phase)})")
+    best = ("supervised", exact, copy.deepcopy(model.state_dict()))
     data = list(train_items)
     for round_ in range(1, dagger_rounds + 1):
         runtime = _export_tmp(model, vocab, out_dir / "tmp-model")
@@ -381,6 +384,12 @@ def train_treeedit(
             }
         )
         say(f"treeedit DAgger round {round_}: {len(added)} states added, dev exact {exact:.3f}")
+        if not exact <= best[1]:  # a better phase (nan, no dev set: the latest)
+            best = (f"dagger-{round_}", exact, copy.deepcopy(model.state_dict()))
+    # The phase whose editor decodes dev best is the one returned (and exported).
+    model.load_state_dict(best[2])
+    model.eval()
+    report["chosen_phase"] = best[0]
     shutil.rmtree(out_dir / "tmp-model", ignore_errors=True)
     report["dev_decoded"] = len(dev_decode)
     report["wall_s_training"] = round(time.monotonic() - started, 1)
