@@ -51,7 +51,8 @@ from ripple.models.suggest.substitution import TOKEN
 if TYPE_CHECKING:
     import tree_sitter
 
-    from ripple.models.edits.completion import ContextPath, ParsedChange
+    from ripple.models.edits.completion import Change, ContextPath, ParsedChange
+    from ripple.models.edits.tree import Node
     from ripple.models.runtime import OnnxModel
     from ripple.models.runtime.c3po_decode import C3POModel
 
@@ -190,22 +191,13 @@ class C3POPredictor:
         out.sort(key=lambda s: -s.score)
         return out[:5]
 
-    def _complete(
-        self, ctx: EditContext, candidate: Candidate, states: dict[str, _FileState]
-    ) -> Suggestion | None:
-        from ripple.models.edits.completion import (
-            MAX_FRAGMENT_NODES,
-            Change,
-            edit_context,
-            normalise_literals,
-            render_fragment,
-        )
-        from ripple.models.edits.paths import (
-            AugmentedTree,
-            PathOperation,
-            apply_operations,
-            enumerate_paths,
-        )
+    def _fragment(
+        self, candidate: Candidate, states: dict[str, _FileState]
+    ) -> tuple[Node, Change, list[ParsedChange]] | None:
+        """P's tree (its real text), P's place as the builder's ``Change`` (old lines) and
+        the other files' changes (context as the dataset builder passes it); None for a
+        fragment over ``MAX_FRAGMENT_NODES``."""
+        from ripple.models.edits.completion import MAX_FRAGMENT_NODES, Change
         from ripple.models.edits.tree import from_tree_sitter
 
         state = states[candidate.path]
@@ -227,6 +219,50 @@ class C3POPredictor:
             for p in s.parsed
             if p.before is not None
         ]
+        return before, target, others
+
+    @staticmethod
+    def _suggestion(
+        ctx: EditContext, candidate: Candidate, rendered: str, score: float, explanation: str
+    ) -> Suggestion | None:
+        """P's lines with P' (``rendered``) in P's place, as the smallest line change."""
+        node = candidate.node
+        lines = ctx.files[candidate.path]  # the current text, as lines
+        first, last = node.start_point[0], node.end_point[0]
+        if last >= len(lines):
+            return None
+        head = lines[first].encode("utf-8")[: node.start_point[1]].decode("utf-8", "replace")
+        tail = lines[last].encode("utf-8")[node.end_point[1] :].decode("utf-8", "replace")
+        new_lines = (head + rendered + tail).splitlines(keepends=True)
+        change = changed_lines(lines[first : last + 1], new_lines)
+        if change is None:
+            return None
+        start, end, replacement = change
+        return Suggestion(
+            candidate.path, first + start, first + end, replacement,
+            score=score, explanation=explanation,
+        )  # fmt: skip
+
+    def _complete(
+        self, ctx: EditContext, candidate: Candidate, states: dict[str, _FileState]
+    ) -> Suggestion | None:
+        from ripple.models.edits.completion import (
+            edit_context,
+            normalise_literals,
+            render_fragment,
+        )
+        from ripple.models.edits.paths import (
+            AugmentedTree,
+            PathOperation,
+            apply_operations,
+            enumerate_paths,
+        )
+
+        fragment = self._fragment(candidate, states)
+        if fragment is None:
+            return None
+        before, target, others = fragment
+        state = states[candidate.path]
         context, text = edit_context(target, state.parsed, scope=self.scope, other_files=others)
         if not context:
             return None
@@ -244,25 +280,12 @@ class C3POPredictor:
             edited = apply_operations(AugmentedTree(before), operations)
         except ValueError:
             return None
-        rendered = render_fragment(before, edited, state.source)
-        lines = ctx.files[candidate.path]  # the current text, as lines
-        first, last = node.start_point[0], node.end_point[0]
-        if last >= len(lines):
-            return None
-        head = lines[first].encode("utf-8")[: node.start_point[1]].decode("utf-8", "replace")
-        tail = lines[last].encode("utf-8")[node.end_point[1] :].decode("utf-8", "replace")
-        new_lines = (head + rendered + tail).splitlines(keepends=True)
-        change = changed_lines(lines[first : last + 1], new_lines)
-        if change is None:
-            return None
-        start, end, replacement = change
-        return Suggestion(
-            candidate.path,
-            first + start,
-            first + end,
-            replacement,
-            score=math.exp(prediction.score),
-            explanation=self._explain(prediction.attention, context, candidate.path, states),
+        return self._suggestion(
+            ctx,
+            candidate,
+            render_fragment(before, edited, state.source),
+            math.exp(prediction.score),
+            self._explain(prediction.attention, context, candidate.path, states),
         )
 
     def _explain(

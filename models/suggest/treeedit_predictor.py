@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Final
 
 from ripple.models.suggest.api import EditContext, Suggestion
 from ripple.models.suggest.c3po_predictor import C3POPredictor, Candidate, _FileState
-from ripple.models.suggest.copy_predictor import changed_lines
 from ripple.models.suggest.registry import register, register_model_kind
 
 if TYPE_CHECKING:
@@ -50,36 +49,16 @@ class TreeEditPredictor(C3POPredictor):
     def _complete(
         self, ctx: EditContext, candidate: Candidate, states: dict[str, _FileState]
     ) -> Suggestion | None:
-        from ripple.models.edits.completion import (
-            MAX_FRAGMENT_NODES,
-            Change,
-            edit_context_edits,
-            normalise_literals,
-        )
+        from ripple.models.edits.completion import edit_context_edits, normalise_literals
         from ripple.models.edits.grammar import python_grammar
-        from ripple.models.edits.tree import from_tree_sitter
         from ripple.models.edits.treeedit import from_node, render, same_tree
         from ripple.models.suggest.treeedit_context import context_trees, prepare_parts
 
+        fragment = self._fragment(candidate, states)
+        if fragment is None:
+            return None
+        before, target, others = fragment
         state = states[candidate.path]
-        node = candidate.node
-        if node.end_byte - node.start_byte > 60 * MAX_FRAGMENT_NODES:
-            return None
-        before = from_tree_sitter(node, state.source)
-        if before.size > MAX_FRAGMENT_NODES:
-            return None
-        rows = node.end_point[0] - node.start_point[0]
-        target = Change(
-            node.start_byte, node.end_byte, node.start_byte, node.end_byte,
-            candidate.old_line, node.start_point[0], candidate.old_line + rows,
-        )  # fmt: skip
-        others = [
-            p
-            for path, s in states.items()
-            if path != candidate.path
-            for p in s.parsed
-            if p.before is not None
-        ]
         pairs = edit_context_edits(target, state.parsed, scope=self.scope, other_files=others)
         grammar = python_grammar()
         context = context_trees(pairs, grammar)
@@ -97,25 +76,12 @@ class TreeEditPredictor(C3POPredictor):
             rendered = render(decoded.tree, before, state.source, grammar)
         except ValueError:
             return None
-        lines = ctx.files[candidate.path]
-        first, last = node.start_point[0], node.end_point[0]
-        if last >= len(lines):
-            return None
-        head = lines[first].encode("utf-8")[: node.start_point[1]].decode("utf-8", "replace")
-        tail = lines[last].encode("utf-8")[node.end_point[1] :].decode("utf-8", "replace")
-        new_lines = (head + rendered + tail).splitlines(keepends=True)
-        change = changed_lines(lines[first : last + 1], new_lines)
-        if change is None:
-            return None
-        start, end, replacement = change
-        nearest = pairs[0][2]
-        return Suggestion(
-            candidate.path,
-            first + start,
-            first + end,
-            replacement,
-            score=math.exp(decoded.score),
-            explanation=f"like your edit at line {nearest + 1} (structural editor)",
+        return self._suggestion(
+            ctx,
+            candidate,
+            rendered,
+            math.exp(decoded.score),
+            f"like your edit at line {pairs[0][2] + 1} (structural editor)",
         )
 
 
