@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,7 +32,7 @@ from torch import nn
 from ripple.models.edits.completion import ContextPath
 from ripple.models.edits.paths import DEL_TYPE, PathStep
 from ripple.models.nets.c3po import C3PO
-from ripple.models.runtime import Manifest, ModelError, file_sha256, write_manifest
+from ripple.models.runtime import Manifest, ModelError, write_manifest
 from ripple.models.runtime.c3po_decode import (
     C3PO_KIND,
     CHILD_TYPES_FILE,
@@ -61,7 +60,7 @@ from ripple.training.export import (
     _check_out_dir,
     _graph_specs,
     _model_folder_in_progress,
-    _tool_versions,
+    write_model_manifest,
 )
 
 __all__ = ["PARITY_TOLERANCE", "check_parity", "export_c3po", "random_inputs"]
@@ -294,33 +293,21 @@ def export_c3po(
         (built / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         inputs, outputs = _session_specs(built / STEP_FILE)
         _, _, opset = _graph_specs(built / STEP_FILE)
-        info: dict[str, Any] = {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": f"Brody et al. 2020, C3PO (context: {mode})",
-            "parameters": model.parameter_count(),
-            "export": {
-                "exporter": "torch.onnx.export(dynamo=False)",
-                "opset": opset,
-                **_tool_versions(),
-            },
-            **(metadata or {}),
-        }
-        manifest = Manifest(
-            format="ripple-onnx/1",
+        manifest = write_model_manifest(
+            built,
             name=name,
             kind=C3PO_KIND,
-            onnx=STEP_FILE,
-            sha256=file_sha256(built / STEP_FILE),
+            main_file=STEP_FILE,
             inputs=inputs,
             outputs=outputs,
-            files={
-                f: file_sha256(built / f)
-                for f in (ENCODER_FILE, VOCAB_FILE, CHILD_TYPES_FILE, CONFIG_FILE)
-            },
+            other_files=(ENCODER_FILE, VOCAB_FILE, CHILD_TYPES_FILE, CONFIG_FILE),
             config=settings,
-            metadata=info,
+            description=f"Brody et al. 2020, C3PO (context: {mode})",
+            parameters=model.parameter_count(),
+            exporter="torch.onnx.export(dynamo=False)",
+            opset=opset,
+            metadata=metadata,
         )
-        write_manifest(built, manifest)
         try:
             onnx_model = C3POModel.load(built, device="cpu", threads=1)
         except ModelError as exc:
@@ -328,7 +315,10 @@ def export_c3po(
         worst = check_parity(model, onnx_model, vocab)
         manifest = replace(
             manifest,
-            metadata={**info, "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE}},
+            metadata={
+                **manifest.metadata,
+                "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
+            },
         )
         write_manifest(built, manifest)
     return manifest

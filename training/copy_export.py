@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,7 +33,6 @@ from ripple.models.runtime import (
     Manifest,
     ModelError,
     TensorSpec,
-    file_sha256,
     load_model,
     write_manifest,
 )
@@ -58,7 +56,7 @@ from ripple.training.export import (
     _exporter_quiet,
     _graph_specs,
     _model_folder_in_progress,
-    _tool_versions,
+    write_model_manifest,
 )
 
 __all__ = ["PARITY_TOLERANCE", "export_copy_editor", "load_copy_run", "run"]
@@ -258,7 +256,6 @@ def export_copy_editor(
         )
     _check_out_dir(out_dir)
     model = model.cpu().eval()
-    h = model.config.hidden
     with _model_folder_in_progress(out_dir) as built:
         ids = torch.randint(6, len(vocab), (2, 9))
         lengths = torch.tensor([9, 6])
@@ -298,35 +295,23 @@ def export_copy_editor(
         vocab.save(built / VOCAB_FILE)
         inputs, outputs = _session_specs(built / STEP_FILE)
         _, _, opset = _graph_specs(built / STEP_FILE)
-        info: dict[str, Any] = {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": "Panthaplackel et al. 2021, Seq2Seq+Copy"
-            + ("Tok" if model.config.max_span == 1 else "Span"),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "hidden": h,
-            "export": {
-                "exporter": "torch.onnx.export(dynamo=False)",
-                "opset": opset,
-                **_tool_versions(),
-            },
-            **(metadata or {}),
-        }
-        manifest = Manifest(
-            format="ripple-onnx/1",
+        manifest = write_model_manifest(
+            built,
             name=name,
             kind=COPY_KIND,
-            onnx=STEP_FILE,
-            sha256=file_sha256(built / STEP_FILE),
+            main_file=STEP_FILE,
             inputs=inputs,
             outputs=outputs,
-            files={
-                ENCODER_FILE: file_sha256(built / ENCODER_FILE),
-                VOCAB_FILE: file_sha256(built / VOCAB_FILE),
-            },
+            other_files=(ENCODER_FILE, VOCAB_FILE),
             config={"net": model.config.to_dict(), "editor": editor.to_json()},
-            metadata=info,
+            description="Panthaplackel et al. 2021, Seq2Seq+Copy"
+            + ("Tok" if model.config.max_span == 1 else "Span"),
+            parameters=sum(p.numel() for p in model.parameters()),
+            exporter="torch.onnx.export(dynamo=False)",
+            opset=opset,
+            metadata=metadata,
+            extra_info={"hidden": model.config.hidden},
         )
-        write_manifest(built, manifest)
         try:
             onnx_editor = OnnxEditor(load_model(built, device="cpu", threads=1))
         except ModelError as exc:
@@ -334,7 +319,10 @@ def export_copy_editor(
         worst = check_parity(model, onnx_editor, vocab)
         manifest = replace(
             manifest,
-            metadata={**info, "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE}},
+            metadata={
+                **manifest.metadata,
+                "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
+            },
         )
         write_manifest(built, manifest)
     return manifest

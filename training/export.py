@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +69,7 @@ __all__ = [
     "export_zhao",
     "random_ia_feeds",
     "run",
+    "write_model_manifest",
 ]
 
 IA_KIND: Final = "zhao-ia"
@@ -309,6 +310,54 @@ def _tool_versions() -> dict[str, str]:
     }
 
 
+def write_model_manifest(
+    folder: Path,
+    *,
+    name: str,
+    kind: str,
+    main_file: str,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    other_files: Iterable[str],
+    config: dict[str, Any],
+    description: str,
+    parameters: int,
+    exporter: str,
+    opset: int,
+    metadata: dict[str, Any] | None,
+    extra_info: dict[str, Any] | None = None,
+) -> Manifest:
+    """Write ``folder/manifest.json`` for an exported model and return the manifest.
+
+    ``main_file`` is the manifest's ONNX graph and ``other_files`` the folder's other files,
+    each recorded with its sha256. The metadata holds the creation time, ``description``
+    (as "model"), ``parameters``, ``extra_info``, the exporter with its opset and tool
+    versions, then ``metadata`` (whose keys win over the others).
+    """
+    info: dict[str, Any] = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": description,
+        "parameters": parameters,
+        **(extra_info or {}),
+        "export": {"exporter": exporter, "opset": opset, **_tool_versions()},
+        **(metadata or {}),
+    }
+    manifest = Manifest(
+        format=FORMAT,
+        name=name,
+        kind=kind,
+        onnx=main_file,
+        sha256=file_sha256(folder / main_file),
+        inputs=inputs,
+        outputs=outputs,
+        files={f: file_sha256(folder / f) for f in other_files},
+        config=config,
+        metadata=info,
+    )
+    write_manifest(folder, manifest)
+    return manifest
+
+
 @contextlib.contextmanager
 def _model_folder_in_progress(out_dir: Path) -> Iterator[Path]:
     """A temporary folder beside ``out_dir``: renamed to it on success, deleted on failure."""
@@ -339,34 +388,23 @@ def _package_ia(
     inputs, outputs, used_opset = _graph_specs(onnx_path)
     if opset is not None and used_opset != opset:
         raise ExportError(f"asked for opset {opset}, the exporter wrote opset {used_opset}")
-    files: dict[str, str] = {}
     if vocab is not None:
         (built / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        files[VOCAB_FILE] = file_sha256(built / VOCAB_FILE)
-    info: dict[str, Any] = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": "Zhao et al. 2019, implicit attention (IA)",
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "export": {
-            "exporter": "torch.onnx.export(dynamo=True)",
-            "opset": used_opset,
-            **_tool_versions(),
-        },
-        **(metadata or {}),
-    }
-    manifest = Manifest(
-        format=FORMAT,
+    manifest = write_model_manifest(
+        built,
         name=name,
         kind=IA_KIND,
-        onnx=ONNX_FILE,
-        sha256=file_sha256(onnx_path),
+        main_file=ONNX_FILE,
         inputs=inputs,
         outputs=outputs,
-        files=files,
+        other_files=() if vocab is None else (VOCAB_FILE,),
         config=model.config.to_dict(),
-        metadata=info,
+        description="Zhao et al. 2019, implicit attention (IA)",
+        parameters=sum(p.numel() for p in model.parameters()),
+        exporter="torch.onnx.export(dynamo=True)",
+        opset=used_opset,
+        metadata=metadata,
     )
-    write_manifest(built, manifest)
     try:
         exported = load_model(built, device="cpu", threads=1)
     except ModelError as exc:
@@ -377,7 +415,7 @@ def _package_ia(
         "tolerance": tolerance,
         "shapes": [list(shape) for shape in PARITY_SHAPES],
     }
-    manifest = replace(manifest, metadata={**info, "parity": parity})
+    manifest = replace(manifest, metadata={**manifest.metadata, "parity": parity})
     write_manifest(built, manifest)
     return manifest
 

@@ -27,7 +27,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,7 +37,7 @@ from torch.utils.data import Dataset
 
 from ripple.models.nets.copy_span import CopyConfig, CopyEditor
 from ripple.models.nets.retriever import RetrieverConfig, VMFRetriever
-from ripple.models.runtime import Manifest, ModelError, file_sha256, load_model, write_manifest
+from ripple.models.runtime import Manifest, ModelError, load_model, write_manifest
 from ripple.models.suggest.copy_features import EOS, CopyVocab, run_lengths
 from ripple.models.suggest.retrieval import (
     RETRIEVER_KIND,
@@ -53,7 +52,7 @@ from ripple.training.export import (
     _check_out_dir,
     _exporter_quiet,
     _model_folder_in_progress,
-    _tool_versions,
+    write_model_manifest,
 )
 
 __all__ = [
@@ -247,33 +246,24 @@ def export_retriever(
                 raise ExportError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from exc
         model.eval()
         vocab.save(built / VOCAB_FILE)
-        info: dict[str, Any] = {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": "Hashimoto et al. 2018, vMF noisy encoder-decoder retriever",
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "export": {
-                "exporter": "torch.onnx.export(dynamo=False)",
-                "opset": 17,
-                **_tool_versions(),
-            },
-            **(metadata or {}),
-        }
-        manifest = Manifest(
-            format="ripple-onnx/1",
+        manifest = write_model_manifest(
+            built,
             name=name,
             kind=RETRIEVER_KIND,
-            onnx=ENCODER_FILE,
-            sha256=file_sha256(built / ENCODER_FILE),
+            main_file=ENCODER_FILE,
             inputs=(
                 TensorSpec("input", "int64", ("batch", "length")),
                 TensorSpec("input_length", "int64", ("batch",)),
             ),
             outputs=(TensorSpec("mu", "float32", ("batch", model.config.dim)),),
-            files={VOCAB_FILE: file_sha256(built / VOCAB_FILE)},
+            other_files=(VOCAB_FILE,),
             config={"net": model.config.to_dict(), "max_input": max_input},
-            metadata=info,
+            description="Hashimoto et al. 2018, vMF noisy encoder-decoder retriever",
+            parameters=sum(p.numel() for p in model.parameters()),
+            exporter="torch.onnx.export(dynamo=False)",
+            opset=17,
+            metadata=metadata,
         )
-        write_manifest(built, manifest)
         try:
             onnx = OnnxRetriever(load_model(built, device="cpu", threads=1))
         except ModelError as exc:
@@ -283,7 +273,10 @@ def export_retriever(
             raise ExportError(f"ONNX and torch disagree on mu by {worst:.2g}")
         manifest = replace(
             manifest,
-            metadata={**info, "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE}},
+            metadata={
+                **manifest.metadata,
+                "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
+            },
         )
         write_manifest(built, manifest)
     return manifest

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from ripple.models.nets.treeedit import TreeEditNet
-from ripple.models.runtime import Manifest, ModelError, TensorSpec, file_sha256, write_manifest
+from ripple.models.runtime import Manifest, ModelError, TensorSpec, write_manifest
 from ripple.models.runtime.treeedit_decode import (
     CONFIG_FILE,
     EDIT_FILE,
@@ -54,7 +53,7 @@ from ripple.training.export import (
     _exporter_quiet,
     _graph_specs,
     _model_folder_in_progress,
-    _tool_versions,
+    write_model_manifest,
 )
 
 __all__ = [
@@ -386,33 +385,21 @@ def export_treeedit(
         )
         (built / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         step_inputs, step_outputs, opset = _graph_specs(built / STEP_FILE)
-        info: dict[str, Any] = {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": "Yao et al. 2021, structural edits (tree editor)",
-            "parameters": model.parameter_count(),
-            "export": {
-                "exporter": "torch.onnx.export(dynamo=True)",
-                "opset": opset,
-                **_tool_versions(),
-            },
-            **(metadata or {}),
-        }
-        manifest = Manifest(
-            format="ripple-onnx/1",
+        manifest = write_model_manifest(
+            built,
             name=name,
             kind=TREEEDIT_KIND,
-            onnx=STEP_FILE,
-            sha256=file_sha256(built / STEP_FILE),
+            main_file=STEP_FILE,
             inputs=step_inputs,
             outputs=step_outputs,
-            files={
-                f: file_sha256(built / f)
-                for f in (EDIT_FILE, ENCODER_FILE, VOCAB_FILE, CONFIG_FILE)
-            },
+            other_files=(EDIT_FILE, ENCODER_FILE, VOCAB_FILE, CONFIG_FILE),
             config=settings,
-            metadata=info,
+            description="Yao et al. 2021, structural edits (tree editor)",
+            parameters=model.parameter_count(),
+            exporter="torch.onnx.export(dynamo=True)",
+            opset=opset,
+            metadata=metadata,
         )
-        write_manifest(built, manifest)
         try:
             onnx_model = TreeEditModel.load(built, device="cpu", threads=1)
         except ModelError as exc:
@@ -420,7 +407,10 @@ def export_treeedit(
         worst = check_parity(model, onnx_model)
         manifest = replace(
             manifest,
-            metadata={**info, "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE}},
+            metadata={
+                **manifest.metadata,
+                "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
+            },
         )
         write_manifest(built, manifest)
     return manifest
