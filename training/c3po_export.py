@@ -60,6 +60,7 @@ from ripple.training.export import (
     _check_out_dir,
     _graph_specs,
     _model_folder_in_progress,
+    parity_diff,
     write_model_manifest,
 )
 
@@ -138,21 +139,6 @@ def random_inputs(
     )
 
 
-def _diff(where: str, want: np.ndarray, have: np.ndarray) -> float:
-    if want.shape != have.shape:
-        raise ExportError(f"{where}: shape {have.shape}, torch gives {want.shape}")
-    if want.dtype == bool or have.dtype == bool:
-        if not np.array_equal(want, have):
-            raise ExportError(f"{where}: differs from torch")
-        return 0.0
-    if np.isnan(have).any():
-        raise ExportError(f"{where}: NaN")
-    diff = float(np.max(np.abs(want - have), initial=0.0))
-    if diff > PARITY_TOLERANCE:
-        raise ExportError(f"{where}: max |diff| {diff:.3g} > {PARITY_TOLERANCE:g}")
-    return diff
-
-
 def check_parity(model: C3PO, onnx_model: C3POModel, vocab: C3POVocab, seed: int = 1) -> float:
     """Max |torch - onnxruntime| over both graphs' outputs on random examples (ExportError
     past ``PARITY_TOLERANCE``), and greedy labels through both must be the same."""
@@ -174,7 +160,13 @@ def check_parity(model: C3PO, onnx_model: C3POModel, vocab: C3POVocab, seed: int
         got = onnx_model.encode(feeds)
         for name in ENCODER_OUTPUTS:
             worst = max(
-                worst, _diff(f"encoder {name} ({where})", want[name].detach().numpy(), got[name])
+                worst,
+                parity_diff(
+                    f"encoder {name} ({where})",
+                    want[name].detach().numpy(),
+                    got[name],
+                    PARITY_TOLERANCE,
+                ),
             )
         # One step from the start and one from a random previous operation.
         k = got["z_op"].shape[1]
@@ -190,7 +182,13 @@ def check_parity(model: C3PO, onnx_model: C3POModel, vocab: C3POVocab, seed: int
             got_step = onnx_model.step_model.run(feeds_step)
             for name, value in zip(STEP_OUTPUTS, want_step, strict=True):
                 worst = max(
-                    worst, _diff(f"step {name} ({where})", value.detach().numpy(), got_step[name])
+                    worst,
+                    parity_diff(
+                        f"step {name} ({where})",
+                        value.detach().numpy(),
+                        got_step[name],
+                        PARITY_TOLERANCE,
+                    ),
                 )
         torch_labels = model.greedy(collate_c3po([feeds]))[0].labels
         onnx_labels = onnx_model.decode(paths, context, text).labels

@@ -56,6 +56,7 @@ from ripple.training.export import (
     _exporter_quiet,
     _graph_specs,
     _model_folder_in_progress,
+    parity_diff,
     write_model_manifest,
 )
 
@@ -188,7 +189,12 @@ def check_parity(model: CopyEditor, editor: OnnxEditor, vocab: CopyVocab, seed: 
             want_enc = model.encode(torch.from_numpy(ids), torch.from_numpy(lengths))
         got_enc = editor.encode(ids, lengths)
         for name, want in zip(ENCODER_OUTPUTS, want_enc, strict=True):
-            worst = max(worst, _diff(f"encoder {name} {ids.shape}", want.numpy(), got_enc[name]))
+            worst = max(
+                worst,
+                parity_diff(
+                    f"encoder {name} {ids.shape}", want.numpy(), got_enc[name], PARITY_TOLERANCE
+                ),
+            )
         token = rng.integers(0, len(vocab), size=batch, dtype=np.int64)
         state = got_enc["state"]
         feeds = {
@@ -208,7 +214,12 @@ def check_parity(model: CopyEditor, editor: OnnxEditor, vocab: CopyVocab, seed: 
             )
         got_step = editor.step_model.run(feeds)
         for name, want in zip(STEP_OUTPUTS, want_step, strict=True):
-            worst = max(worst, _diff(f"step {name} {ids.shape}", want.numpy(), got_step[name]))
+            worst = max(
+                worst,
+                parity_diff(
+                    f"step {name} {ids.shape}", want.numpy(), got_step[name], PARITY_TOLERANCE
+                ),
+            )
     # Greedy decoding through both, on real-looking inputs: the same tokens.
     dvocab = decode_vocab(vocab)
     for length in (5, 40):
@@ -227,17 +238,6 @@ def check_parity(model: CopyEditor, editor: OnnxEditor, vocab: CopyVocab, seed: 
             raise ExportError("greedy decoding through onnxruntime differs from torch's")
         worst = max(worst, abs(torch_hyp.logp - onnx_hyp.logp) / max(1, len(torch_hyp.tokens)))
     return worst
-
-
-def _diff(where: str, want: np.ndarray, have: np.ndarray) -> float:
-    if want.shape != have.shape:
-        raise ExportError(f"{where}: shape {have.shape}, torch gives {want.shape}")
-    if np.isnan(have).any():
-        raise ExportError(f"{where}: NaN")
-    diff = float(np.max(np.abs(want - have), initial=0.0))
-    if diff > PARITY_TOLERANCE:
-        raise ExportError(f"{where}: max |diff| {diff:.3g} > {PARITY_TOLERANCE:g}")
-    return diff
 
 
 def export_copy_editor(

@@ -67,6 +67,7 @@ __all__ = [
     "check_parity",
     "export_ia_model",
     "export_zhao",
+    "parity_diff",
     "random_ia_feeds",
     "run",
     "write_model_manifest",
@@ -205,7 +206,9 @@ def _trace_ia(model: ImplicitAttention, path: Path, opset: int | None) -> None:
             )
         except Exception as exc:
             summary = str(exc).split("## Exception summary", 1)[-1].strip().splitlines()
-            raise ExportError(f"torch.onnx.export failed: {summary[0] if summary else exc}") from exc
+            raise ExportError(
+                f"torch.onnx.export failed: {summary[0] if summary else exc}"
+            ) from exc
         if program is None:  # only the legacy exporter returns None
             raise ExportError("torch.onnx.export returned no program")
         program.save(str(path), external_data=False)
@@ -308,6 +311,29 @@ def _tool_versions() -> dict[str, str]:
         "onnxscript": onnxscript.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
+
+
+def parity_diff(
+    where: str, want: np.ndarray, have: np.ndarray, tolerance: float = PARITY_TOLERANCE
+) -> float:
+    """Max |torch - onnxruntime| of one output; ExportError on a shape mismatch, a NaN, a
+    value finite on one side only, a boolean output that differs, or a gap past
+    ``tolerance``. The exporters' parity checks all go through it."""
+    if want.shape != have.shape:
+        raise ExportError(f"{where}: shape {have.shape}, torch gives {want.shape}")
+    if want.dtype == bool or have.dtype == bool:
+        if not np.array_equal(want, have):
+            raise ExportError(f"{where}: differs from torch")
+        return 0.0
+    if np.isnan(have).any():
+        raise ExportError(f"{where}: NaN")
+    finite = np.isfinite(want)
+    if (finite != np.isfinite(have)).any():
+        raise ExportError(f"{where}: not finite where torch is (or the reverse)")
+    diff = float(np.max(np.abs(want[finite] - have[finite]), initial=0.0))
+    if diff > tolerance:
+        raise ExportError(f"{where}: max |diff| {diff:.3g} > {tolerance:g}")
+    return diff
 
 
 def write_model_manifest(

@@ -53,6 +53,7 @@ from ripple.training.export import (
     _exporter_quiet,
     _graph_specs,
     _model_folder_in_progress,
+    parity_diff,
     write_model_manifest,
 )
 
@@ -269,17 +270,6 @@ def _export_graph(
         program.save(str(path), external_data=False)
 
 
-def _diff(where: str, want: np.ndarray, have: np.ndarray) -> float:
-    if want.shape != have.shape:
-        raise ExportError(f"{where}: shape {have.shape}, torch gives {want.shape}")
-    if not np.isfinite(have).all():
-        raise ExportError(f"{where}: not finite")
-    diff = float(np.max(np.abs(want - have), initial=0.0))
-    if diff > PARITY_TOLERANCE:
-        raise ExportError(f"{where}: max |diff| {diff:.3g} > {PARITY_TOLERANCE:g}")
-    return diff
-
-
 def check_parity(
     model: TreeEditNet,
     onnx_model: TreeEditModel,
@@ -301,14 +291,19 @@ def check_parity(
             src = _encode(model, t, "src")
             step = _step(model, h, src, t)
         got_z = onnx_model.encode_edit(f)
-        worst = max(worst, _diff(f"edit z ({where})", z.numpy(), got_z))
+        worst = max(worst, parity_diff(f"edit z ({where})", z.numpy(), got_z, PARITY_TOLERANCE))
         got_h = onnx_model.encode_tree(f, f["z"])
-        worst = max(worst, _diff(f"encoder H ({where})", h.numpy(), got_h))
+        worst = max(worst, parity_diff(f"encoder H ({where})", h.numpy(), got_h, PARITY_TOLERANCE))
         got_src = onnx_model.encode_sources(f, f["z"])
-        worst = max(worst, _diff(f"encoder src ({where})", src.numpy(), got_src))
+        worst = max(
+            worst, parity_diff(f"encoder src ({where})", src.numpy(), got_src, PARITY_TOLERANCE)
+        )
         got = onnx_model.step(h.numpy(), src.numpy(), f["z"], f)
         for name, value in zip(STEP_OUTPUTS, step, strict=True):
-            worst = max(worst, _diff(f"step {name} ({where})", value.numpy(), got[name]))
+            worst = max(
+                worst,
+                parity_diff(f"step {name} ({where})", value.numpy(), got[name], PARITY_TOLERANCE),
+            )
     return worst
 
 
