@@ -300,6 +300,7 @@ def _add_train_hearthstone(group: argparse._SubParsersAction[argparse.ArgumentPa
     p.add_argument("--eval-every", type=int, default=100, help="dev evaluation every N steps (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--resume", action="store_true", help="continue each model's training from its latest checkpoint in --out (finished models are only re-exported)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -360,6 +361,7 @@ def _add_train_drafts(group: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--eval-every", type=int, default=250, help="dev evaluation every N steps (default 250)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--resume", action="store_true", help="continue each model's training from its latest checkpoint in --out (finished models are only re-exported)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

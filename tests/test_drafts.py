@@ -121,7 +121,9 @@ def _commits(folder: Path) -> Path:
     return folder
 
 
-def test_train_and_eval_drafts_end_to_end(tmp_path: Path) -> None:
+def test_train_and_eval_drafts_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = _commits(tmp_path / "commits")
     out = tmp_path / "run"
     code = main(
@@ -157,6 +159,15 @@ def test_train_and_eval_drafts_end_to_end(tmp_path: Path) -> None:
     # load_X's nearest neighbour is another load_Y: most of the body is shared
     assert result["systems"]["retriever-lexical"]["bleu"] > 50
     assert main(["eval", "drafts", "--commits", str(tmp_path / "none.jsonl.xz")]) == 2
+    # --resume continues the retriever from its last checkpoint (step 3) to the new budget
+    code = main(
+        ["train", "drafts", "--data", str(data), "--out", str(out), "--retriever-steps", "5",
+         "--only", "retriever", "--eval-every", "2", "--batch-size", "4", "--vocab-size", "300",
+         "--force", "--resume"]
+    )  # fmt: skip
+    assert code == 0
+    assert "resumed at step 3" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["retriever"]["steps"] == 5
 
 
 def test_missing_draft_models_are_a_model_error(tmp_path: Path) -> None:

@@ -327,4 +327,12 @@ def test_train_and_eval_hearthstone_end_to_end(
     assert "retrieve-edit" in capsys.readouterr().out
     # a second run refuses to overwrite the models unless forced
     assert main(["train", "hearthstone", "--data", str(data), "--out", str(out), "--quiet"]) == 2
+    # --resume continues the editor from its step-4 checkpoint to the new step budget
+    code = main(
+        ["train", "hearthstone", "--data", str(data), "--out", str(out), "--only", "editor",
+         "--editor-steps", "6", "--eval-every", "2", "--batch-size", "4", "--force", "--resume"]
+    )  # fmt: skip
+    assert code == 0
+    assert "resumed at step 4" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["editor"]["steps"] == 6
     assert main(["eval", "hearthstone", "--data", str(data), "--models", str(tmp_path)]) == 2

@@ -463,6 +463,7 @@ def train_settings(args: Any) -> dict[str, Any]:
         "eval_every": args.eval_every,
         "quiet": args.quiet,
         "threads": args.threads,
+        "resume": bool(getattr(args, "resume", False)),
     }
 
 
