@@ -21,7 +21,6 @@ torch's ``C3PO.greedy`` labels; a failed check leaves no folder behind.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,7 +31,7 @@ from torch import nn
 from ripple.models.edits.completion import ContextPath
 from ripple.models.edits.paths import DEL_TYPE, PathStep
 from ripple.models.nets.c3po import C3PO
-from ripple.models.runtime import Manifest, ModelError, write_manifest
+from ripple.models.runtime import Manifest, ModelError
 from ripple.models.runtime.c3po_decode import (
     C3PO_KIND,
     CHILD_TYPES_FILE,
@@ -61,6 +60,7 @@ from ripple.training.export import (
     _graph_specs,
     _model_folder_in_progress,
     parity_diff,
+    record_parity,
     write_model_manifest,
 )
 
@@ -311,12 +311,5 @@ def export_c3po(
         except ModelError as exc:
             raise ExportError(f"the export does not load: {exc}") from exc
         worst = check_parity(model, onnx_model, vocab)
-        manifest = replace(
-            manifest,
-            metadata={
-                **manifest.metadata,
-                "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
-            },
-        )
-        write_manifest(built, manifest)
+        manifest = record_parity(built, manifest, worst)
     return manifest

@@ -20,7 +20,6 @@ through onnxruntime against greedy decoding through torch (identical tokens).
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,7 +33,6 @@ from ripple.models.runtime import (
     ModelError,
     TensorSpec,
     load_model,
-    write_manifest,
 )
 from ripple.models.runtime.copy_decode import StepScores, greedy_decode
 from ripple.models.suggest.copy_features import CopyVocab, EditorConfig
@@ -57,6 +55,7 @@ from ripple.training.export import (
     _graph_specs,
     _model_folder_in_progress,
     parity_diff,
+    record_parity,
     write_model_manifest,
 )
 
@@ -317,14 +316,7 @@ def export_copy_editor(
         except ModelError as exc:
             raise ExportError(f"the export does not load: {exc}") from exc
         worst = check_parity(model, onnx_editor, vocab)
-        manifest = replace(
-            manifest,
-            metadata={
-                **manifest.metadata,
-                "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
-            },
-        )
-        write_manifest(built, manifest)
+        manifest = record_parity(built, manifest, worst)
     return manifest
 
 

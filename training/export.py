@@ -69,6 +69,7 @@ __all__ = [
     "export_zhao",
     "parity_diff",
     "random_ia_feeds",
+    "record_parity",
     "run",
     "write_model_manifest",
 ]
@@ -384,6 +385,22 @@ def write_model_manifest(
     return manifest
 
 
+def record_parity(
+    folder: Path,
+    manifest: Manifest,
+    max_abs_diff: float,
+    tolerance: float = PARITY_TOLERANCE,
+    **extra: Any,
+) -> Manifest:
+    """Add the measured torch/onnxruntime gap to the manifest's metadata (``parity``:
+    ``max_abs_diff``, ``tolerance`` and ``extra``), rewrite ``folder/manifest.json`` and
+    return the new manifest."""
+    parity = {"max_abs_diff": max_abs_diff, "tolerance": tolerance, **extra}
+    manifest = replace(manifest, metadata={**manifest.metadata, "parity": parity})
+    write_manifest(folder, manifest)
+    return manifest
+
+
 @contextlib.contextmanager
 def _model_folder_in_progress(out_dir: Path) -> Iterator[Path]:
     """A temporary folder beside ``out_dir``: renamed to it on success, deleted on failure."""
@@ -436,14 +453,9 @@ def _package_ia(
     except ModelError as exc:
         raise ExportError(f"the export does not load: {exc}") from exc
     worst = check_parity(model, exported, tolerance=tolerance, progress=progress)
-    parity = {
-        "max_abs_diff": worst,
-        "tolerance": tolerance,
-        "shapes": [list(shape) for shape in PARITY_SHAPES],
-    }
-    manifest = replace(manifest, metadata={**manifest.metadata, "parity": parity})
-    write_manifest(built, manifest)
-    return manifest
+    return record_parity(
+        built, manifest, worst, tolerance, shapes=[list(shape) for shape in PARITY_SHAPES]
+    )
 
 
 def export_ia_model(

@@ -26,7 +26,7 @@ import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from ripple.models.nets.copy_span import CopyConfig, CopyEditor
 from ripple.models.nets.retriever import RetrieverConfig, VMFRetriever
-from ripple.models.runtime import Manifest, ModelError, load_model, write_manifest
+from ripple.models.runtime import Manifest, ModelError, load_model
 from ripple.models.suggest.copy_features import EOS, CopyVocab, run_lengths
 from ripple.models.suggest.retrieval import (
     RETRIEVER_KIND,
@@ -52,6 +52,7 @@ from ripple.training.export import (
     _check_out_dir,
     _exporter_quiet,
     _model_folder_in_progress,
+    record_parity,
     write_model_manifest,
 )
 
@@ -271,14 +272,7 @@ def export_retriever(
         worst = _retriever_parity(model, onnx, vocab)
         if worst > PARITY_TOLERANCE:
             raise ExportError(f"ONNX and torch disagree on mu by {worst:.2g}")
-        manifest = replace(
-            manifest,
-            metadata={
-                **manifest.metadata,
-                "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
-            },
-        )
-        write_manifest(built, manifest)
+        manifest = record_parity(built, manifest, worst)
     return manifest
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from ripple.models.nets.treeedit import TreeEditNet
-from ripple.models.runtime import Manifest, ModelError, TensorSpec, write_manifest
+from ripple.models.runtime import Manifest, ModelError, TensorSpec
 from ripple.models.runtime.treeedit_decode import (
     CONFIG_FILE,
     EDIT_FILE,
@@ -54,6 +53,7 @@ from ripple.training.export import (
     _graph_specs,
     _model_folder_in_progress,
     parity_diff,
+    record_parity,
     write_model_manifest,
 )
 
@@ -400,12 +400,5 @@ def export_treeedit(
         except ModelError as exc:
             raise ExportError(f"the export does not load: {exc}") from exc
         worst = check_parity(model, onnx_model)
-        manifest = replace(
-            manifest,
-            metadata={
-                **manifest.metadata,
-                "parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
-            },
-        )
-        write_manifest(built, manifest)
+        manifest = record_parity(built, manifest, worst)
     return manifest
