@@ -783,6 +783,14 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="DIR",
+        help="start from a trained model's weights instead of random ones: a shipped "
+        "<task>-<model> folder (models/weights/zhao-synthetic) or a run's best/ folder; "
+        "its model kind, --hidden and --layers must match (fine-tuning with a fresh optimizer)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -826,6 +834,13 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     p.add_argument("--time-budget-min", type=float, metavar="M", help="stop after M minutes; the current run resumes next time")
     p.add_argument("--run-cap-min", type=float, metavar="M", help="end a run after M minutes of training and score its best model")
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="WEIGHTS_DIR",
+        help="fine-tune: start each run from WEIGHTS_DIR/<task>-<model> where it exists "
+        "(e.g. models/weights/zhao-synthetic), with that model's sizes and a fresh optimizer",
+    )
     p.add_argument("--ship", type=Path, metavar="DIR", help="copy finished runs' best models here (float16 + config.json)")
     p.add_argument("--ship-only", action="store_true", help="train nothing; only write summary.json (and --ship)")
     for name in ("--hidden", "--batch-size", "--epochs", "--patience", "--eval-every", "--seed", "--max-steps"):

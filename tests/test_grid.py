@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ripple.server.cli import build_parser, main
-from ripple.training.grid import plan_runs, run_status
+from ripple.training.grid import plan_runs, run_status, ship_run
 from ripple.training.paper_table1 import PAPER_TABLE1, paper_accuracy
 from ripple.training.synthetic import TASK_NAMES, TASKS
 
@@ -114,6 +114,76 @@ def test_eval_synthetic_reports_shipped_models_beside_the_paper(
     assert code == 1
     assert damaged == {"tasks": {"Append1": result["tasks"]["Append1"], "MetaAppend1": {}}}
     assert "MetaAppend1 IA: cannot load" in capsys.readouterr().err
+
+
+def test_train_synthetic_fine_tunes_a_shipped_model(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from ripple.training.checkpoints import load_checkpoint
+
+    weights = tmp_path / "weights"
+    assert _grid(runs, "--ship-only", "--ship", str(weights)) == 0
+    start = weights / "Append1-ia"
+    shipped = load_file(str(start / "model.safetensors"))
+
+    def train(out: Path, *extra: str) -> int:
+        return main(["train", "synthetic", "--task", "Append1", "--model", "ia",
+                     "--out", str(out), *TINY, *extra])  # fmt: skip
+
+    # With a vanishing learning rate the fine-tuned model is the one it started from.
+    out = tmp_path / "ft"
+    assert train(out, "--init", str(start), "--lr", "1e-12") == 0
+    tuned = load_checkpoint(out / "best").model
+    assert tuned.keys() == shipped.keys()
+    for name, value in shipped.items():
+        assert torch.allclose(tuned[name].float(), value.float(), atol=1e-6), name
+    run = json.loads((out / "run.json").read_text())
+    assert run["init"] == {"folder": "Append1-ia", "steps": 2, "train_s": run["init"]["train_s"],
+                           "test_accuracy": run["init"]["test_accuracy"]}  # fmt: skip
+    # ... and shipping it records where it started.
+    ship = ship_run(out, tmp_path / "again")
+    assert json.loads((ship / "config.json").read_text())["training"]["init"]["folder"] == "Append1-ia"
+    # A fresh model does not start there.
+    fresh = tmp_path / "fresh"
+    assert train(fresh, "--lr", "1e-12") == 0
+    other = load_checkpoint(fresh / "best").model
+    assert not all(torch.allclose(other[n].float(), v.float(), atol=1e-6) for n, v in shipped.items())
+
+    capsys.readouterr()
+    # Other sizes, another kind, or no model at all: a usage error naming the problem.
+    assert train(tmp_path / "a", "--init", str(start), "--hidden", "16") == 2
+    assert "other sizes" in capsys.readouterr().err
+    assert main(["train", "synthetic", "--task", "Append1", "--model", "e", "--out",
+                 str(tmp_path / "b"), *TINY, "--init", str(start)]) == 2  # fmt: skip
+    assert "holds a 'ia' model" in capsys.readouterr().err
+    assert train(tmp_path / "c", "--init", str(tmp_path)) == 2
+    assert "not a model folder" in capsys.readouterr().err
+
+
+def test_grid_fine_tunes_the_shipped_models_it_is_pointed_at(runs: Path, tmp_path: Path) -> None:
+    from ripple.training.checkpoints import load_checkpoint
+
+    weights = tmp_path / "weights"
+    assert _grid(runs, "--ship-only", "--ship", str(weights)) == 0
+    (weights / "Append1-e").rename(tmp_path / "elsewhere")  # E starts from scratch
+    out = tmp_path / "ft"
+    assert _grid(out, "--init", str(weights), "--lr", "1e-12") == 0
+    started = {p.parent.name: json.loads(p.read_text())["settings"]["init"] for p in out.glob("*/grid.json")}
+    assert started == {
+        "Append1-ia": str((weights / "Append1-ia").resolve()),
+        "MetaAppend1-ia": str((weights / "MetaAppend1-ia").resolve()),
+        "Append1-e": None,
+    }
+    run = json.loads((out / "MetaAppend1-ia" / "run.json").read_text())
+    shipped = json.loads((weights / "MetaAppend1-ia" / "config.json").read_text())["training"]
+    assert run["init"]["folder"] == "MetaAppend1-ia" and run["init"]["steps"] == shipped["steps"]
+    before = load_checkpoint(runs / "MetaAppend1-ia" / "best").model
+    after = load_checkpoint(out / "MetaAppend1-ia" / "best").model
+    # float16 shipping rounds the weights; the fine-tune starts from the rounded ones.
+    assert all((after[n] - v).abs().max() < 1e-2 for n, v in before.items())
 
 
 def test_eval_synthetic_rejects_unknown_tasks(tmp_path: Path) -> None:

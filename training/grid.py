@@ -78,6 +78,7 @@ class RunSettings:
     dev_size: int = 1_000
     test_size: int = 1_000
     max_steps: int | None = None
+    init: str | None = None  # a trained model folder to start from (``--init``)
 
 
 # Settings per model chosen by short experiments on this project's 2-core CPU (README,
@@ -204,12 +205,20 @@ def write_summary(runs_dir: Path, pairs: Sequence[tuple[str, str]]) -> dict[str,
     return summary
 
 
-def _settings_for(model: str, args: argparse.Namespace) -> RunSettings:
+def _settings_for(task: str, model: str, args: argparse.Namespace) -> RunSettings:
     settings = RunSettings(**asdict(MODEL_DEFAULTS[model]))
     for name in _OVERRIDES:
         value = getattr(args, name, None)
         if value is not None:
             setattr(settings, name, value)
+    init_dir: Path | None = getattr(args, "init", None)
+    start = None if init_dir is None else init_dir / run_name(task, model)
+    if start is not None and (start / "config.json").exists():
+        # A fine-tune keeps the sizes of the model it starts from.
+        sizes = _read_json(start / "config.json").get("zhao_config", {})
+        settings.hidden = int(sizes.get("hidden", settings.hidden))
+        settings.layers = int(sizes.get("layers", settings.layers))
+        settings.init = str(start.resolve())
     return settings
 
 
@@ -455,7 +464,7 @@ def _run(args: argparse.Namespace) -> int:
                     continue
                 folder.mkdir(parents=True, exist_ok=True)
                 grid = _read_json(folder / _GRID_FILE)
-                wanted = asdict(_settings_for(model, args))
+                wanted = asdict(_settings_for(task, model, args))
                 if "settings" not in grid or status == "pending":
                     grid = {"settings": wanted, "train_s": 0.0}
                     _write_json(folder / _GRID_FILE, grid)
@@ -509,6 +518,7 @@ def _worker(argv: Sequence[str]) -> int:
         train_size=spec["train_size"],
         dev_size=spec["dev_size"],
         test_size=spec["test_size"],
+        init=Path(spec["init"]) if spec.get("init") else None,
         threads=spec["threads"],
         # Per-evaluation lines go to the run's train.log (no bar: it is not a terminal).
         quiet=False,

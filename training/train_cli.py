@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from ripple.models.errors import UsageError
@@ -52,16 +53,74 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--hidden must be a multiple of 8 (IA uses 8 attention heads)")
     run_file = args.out / "run.json"
     settings = _settings(args)
+    if getattr(args, "init", None) is not None:
+        settings["init"] = _init_record(args.init)
     if args.resume:
         if not run_file.exists():
             raise UsageError(f"nothing to resume in {args.out} (no run.json)")
         saved: dict[str, Any] = json.loads(run_file.read_text(encoding="utf-8"))
-        different = {k: (saved[k], v) for k, v in settings.items() if saved.get(k) != v}
+        different = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
         if different:
             raise UsageError(f"--resume with settings that differ from the run: {different}")
-    elif (args.out / "checkpoints").exists():
+        return {**saved, **settings}  # a resumed fine-tune keeps its "init" without --init
+    if (args.out / "checkpoints").exists():
         raise UsageError(f"{args.out} already holds a run; pass --resume or another --out")
     return settings
+
+
+def _init_record(folder: Path) -> dict[str, Any]:
+    """What ``--init`` starts from: the folder's name and, for a shipped model, its training."""
+    shipped = folder / "config.json"
+    if shipped.exists():
+        try:
+            training = json.loads(shipped.read_text(encoding="utf-8")).get("training", {})
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--init: cannot read {shipped}: {exc}") from exc
+        return {
+            "folder": folder.name,
+            "steps": training.get("steps"),
+            "train_s": training.get("train_s"),
+            "test_accuracy": training.get("test_accuracy"),
+        }
+    from ripple.training.checkpoints import STATE_FILE
+
+    if (folder / STATE_FILE).exists():
+        return {"folder": folder.name}
+    raise UsageError(
+        f"--init {folder}: not a model folder (expected config.json + model.safetensors of a "
+        "shipped model, or a run's best/ folder)"
+    )
+
+
+def _initial_weights(folder: Path, kind: str, config: Any) -> dict[str, Any]:
+    """The state dict (float32) of the model in ``folder``; UsageError unless it matches."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ripple.models.nets.zhao import ZhaoConfig
+    from ripple.training.checkpoints import load_checkpoint
+
+    try:
+        if (folder / "config.json").exists():
+            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            their_kind, sizes = meta["model"], meta["zhao_config"]
+            tensors = load_file(str(folder / "model.safetensors"))
+        else:
+            checkpoint = load_checkpoint(folder)
+            described = checkpoint.state["model_config"]
+            their_kind = described["kind"]
+            sizes = {k: v for k, v in described.items() if k not in ("kind", "settings")}
+            tensors = checkpoint.model
+        theirs = ZhaoConfig(**sizes).to_dict()
+    except Exception as exc:  # damaged or foreign files are reported the same way
+        raise UsageError(f"--init: cannot load {folder}: {type(exc).__name__}: {exc}") from exc
+    if their_kind != kind:
+        raise UsageError(f"--init: {folder} holds a {their_kind!r} model, not {kind!r}")
+    ours = config.to_dict()
+    different = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
+    if different:
+        raise UsageError(f"--init: {folder} has other sizes (theirs, ours): {different}")
+    return {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     model_config = ZhaoConfig(hidden=args.hidden, layers=args.layers)
     model = build_zhao_model(args.model, model_config)
+    if getattr(args, "init", None) is not None and not args.resume:
+        model.load_state_dict(_initial_weights(args.init, args.model, model_config))
     config = TrainConfig.from_args(args)
     trainer = Trainer(
         model,
