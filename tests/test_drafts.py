@@ -153,7 +153,8 @@ def test_train_and_eval_drafts_end_to_end(
     assert code == 0
     result = json.loads(result_file.read_text())
     assert result["examples"] == 6
-    for name in ("retrieve-edit", "retriever", "retriever-lexical"):
+    assert list(result["systems"]) == ["retrieve-edit", "retriever", "lexical-edit", "retriever-lexical"]
+    for name in result["systems"]:
         row = result["systems"][name]
         assert 0 <= row["bleu"] <= 100 and 0 <= row["exact"] <= 1
     # load_X's nearest neighbour is another load_Y: most of the body is shared

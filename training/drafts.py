@@ -192,7 +192,7 @@ def run_eval(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     embedder, drafter = load_function_models(args.models, threads=args.threads)
     lexical = HashedBagOfWords()
-    names = ("retrieve-edit", "retriever", "retriever-lexical")
+    names = ("retrieve-edit", "retriever", "lexical-edit", "retriever-lexical")
     refs: list[list[str]] = []
     outs: dict[str, list[list[str]]] = {n: [] for n in names}
     exact_text: dict[str, int] = {n: 0 for n in names}
@@ -224,6 +224,10 @@ def run_eval(args: argparse.Namespace) -> int:
                     if learned
                     else None,
                     "retriever": canonical_body(learned[0][1]) if learned else None,
+                    # The editor on the lexical retriever's neighbour (the server's fallback).
+                    "lexical-edit": drafter.draft_canonical(record.header, lex[0][1])
+                    if lex
+                    else None,
                     "retriever-lexical": canonical_body(lex[0][1]) if lex else None,
                 }
                 for name, text in drafts.items():
