@@ -145,7 +145,11 @@ def test_train_synthetic_fine_tunes_a_shipped_model(
                            "test_accuracy": run["init"]["test_accuracy"]}  # fmt: skip
     # ... and shipping it records where it started.
     ship = ship_run(out, tmp_path / "again")
-    assert json.loads((ship / "config.json").read_text())["training"]["init"]["folder"] == "Append1-ia"
+    training = json.loads((ship / "config.json").read_text())["training"]
+    assert training["init"]["folder"] == "Append1-ia"
+    # its training time counts the model it began from
+    own = json.loads((out / "results.json").read_text())["wall_s"]
+    assert training["train_s"] == round(own + run["init"]["train_s"], 1)
     # A fresh model does not start there.
     fresh = tmp_path / "fresh"
     assert train(fresh, "--lr", "1e-12") == 0

@@ -368,6 +368,7 @@ def ship_run(folder: Path, dest: Path) -> Path:
     settings = best.state["model_config"].get("settings", {})
     train_config = best.state.get("train_config", {})
     grid = _read_json(folder / _GRID_FILE)
+    own_s = float(grid.get("train_s", results["wall_s"]))
     out = dest / run_name(results["task"], results["model"])
     out.mkdir(parents=True, exist_ok=True)
     half = {
@@ -389,7 +390,8 @@ def ship_run(folder: Path, dest: Path) -> Path:
             "best_step": results["best_step"],
             "dev_accuracy": round(100 * results["dev"]["accuracy"], 2),
             "test_accuracy": round(100 * results["test"]["accuracy"], 2),
-            "train_s": round(float(grid.get("train_s", results["wall_s"])), 1),
+            # All the training behind these weights: a fine-tune adds the model it began from.
+            "train_s": round(own_s + float((settings.get("init") or {}).get("train_s") or 0), 1),
             "capped": bool(grid.get("capped", False)),
         },
     }
