@@ -95,16 +95,16 @@ def _init_record(folder: Path) -> dict[str, Any]:
 def _initial_weights(folder: Path, kind: str, config: Any) -> dict[str, Any]:
     """The state dict (float32) of the model in ``folder``; UsageError unless it matches."""
     import torch
-    from safetensors.torch import load_file
 
     from ripple.models.nets.zhao import ZhaoConfig
     from ripple.training.checkpoints import load_checkpoint
+    from ripple.training.eval_synthetic import load_shipped
 
     try:
         if (folder / "config.json").exists():
-            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            their_kind, sizes = meta["model"], meta["zhao_config"]
-            tensors = load_file(str(folder / "model.safetensors"))
+            shipped = load_shipped(folder)
+            their_kind, sizes = shipped.config["model"], shipped.config["zhao_config"]
+            tensors = shipped.model.state_dict()
         else:
             checkpoint = load_checkpoint(folder)
             described = checkpoint.state["model_config"]
