@@ -845,6 +845,12 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--ship-only", action="store_true", help="train nothing; only write summary.json (and --ship)")
     for name in ("--hidden", "--batch-size", "--epochs", "--patience", "--eval-every", "--seed", "--max-steps"):
         p.add_argument(name, type=int, help="override the per-model default")
+    p.add_argument(
+        "--layers",
+        type=int,
+        help="attention layers per stage of IA (default 1; MetaFlip11's shipped model has 2); "
+        "a fine-tune keeps its starting model's",
+    )
     for name in ("--train-size", "--dev-size", "--test-size"):
         p.add_argument(name, type=int, help="override the split size (default 10000/1000/1000)")
     p.add_argument("--lr", type=float, help="override the per-model default learning rate")

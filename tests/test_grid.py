@@ -190,6 +190,21 @@ def test_grid_fine_tunes_the_shipped_models_it_is_pointed_at(runs: Path, tmp_pat
     assert all((after[n] - v).abs().max() < 1e-2 for n, v in before.items())
 
 
+def test_grid_layers_option_trains_deeper_ia_models(tmp_path: Path) -> None:
+    from ripple.training.checkpoints import load_checkpoint
+
+    out = tmp_path / "deep"
+    assert main(["train", "grid", "--out", str(out), "--tasks", "Append1", "--models", "ia",
+                 *TINY, "--layers", "2"]) == 0  # fmt: skip
+    settings = json.loads((out / "Append1-ia" / "grid.json").read_text())["settings"]
+    assert settings["layers"] == 2
+    names = load_checkpoint(out / "Append1-ia" / "best").model.keys()
+    shallow = tmp_path / "shallow"
+    assert main(["train", "grid", "--out", str(shallow), "--tasks", "Append1", "--models", "ia", *TINY]) == 0
+    assert len(names) > len(load_checkpoint(shallow / "Append1-ia" / "best").model.keys())
+    assert main(["train", "grid", "--out", str(tmp_path / "x"), "--tasks", "Append1", "--layers", "0"]) == 2
+
+
 def test_eval_synthetic_rejects_unknown_tasks(tmp_path: Path) -> None:
     assert main(["eval", "synthetic", "--json", str(tmp_path / "x.json"), "--tasks", "Nope"]) == 2
 

@@ -91,6 +91,7 @@ MODEL_DEFAULTS: Final[dict[str, RunSettings]] = {
 
 _OVERRIDES: Final = (
     "hidden",
+    "layers",
     "lr",
     "batch_size",
     "epochs",
@@ -435,8 +436,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--time-budget-min must be 0 or more")
     if args.run_cap_min is not None and args.run_cap_min <= 0:
         raise UsageError("--run-cap-min must be more than 0")
-    for name in ("hidden", "batch_size", "epochs", "patience"):
-        value = getattr(args, name)
+    for name in ("hidden", "layers", "batch_size", "epochs", "patience"):
+        value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     pairs = plan_runs(tasks, models, e_ir)
