@@ -848,8 +848,8 @@ def _add_train_and_export(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument(
         "--layers",
         type=int,
-        help="attention layers per stage of IA (default 1; MetaFlip11's shipped model has 2); "
-        "a fine-tune keeps its starting model's",
+        help="IA's attention layers per stage (default 1; the README's Table 1 lists the shipped "
+        "models' layers); a fine-tune keeps its starting model's",
     )
     for name in ("--train-size", "--dev-size", "--test-size"):
         p.add_argument(name, type=int, help="override the split size (default 10000/1000/1000)")

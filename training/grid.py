@@ -437,7 +437,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.run_cap_min is not None and args.run_cap_min <= 0:
         raise UsageError("--run-cap-min must be more than 0")
     for name in ("hidden", "layers", "batch_size", "epochs", "patience"):
-        value = getattr(args, name, None)
+        value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     pairs = plan_runs(tasks, models, e_ir)
