@@ -190,7 +190,7 @@ def test_grid_fine_tunes_the_shipped_models_it_is_pointed_at(runs: Path, tmp_pat
     assert all((after[n] - v).abs().max() < 1e-2 for n, v in before.items())
 
 
-def test_grid_layers_option_trains_deeper_ia_models(tmp_path: Path) -> None:
+def test_grid_layers_option_trains_deeper_ia_models(runs: Path, tmp_path: Path) -> None:
     from ripple.training.checkpoints import load_checkpoint
 
     out = tmp_path / "deep"
@@ -199,9 +199,8 @@ def test_grid_layers_option_trains_deeper_ia_models(tmp_path: Path) -> None:
     settings = json.loads((out / "Append1-ia" / "grid.json").read_text())["settings"]
     assert settings["layers"] == 2
     names = load_checkpoint(out / "Append1-ia" / "best").model.keys()
-    shallow = tmp_path / "shallow"
-    assert main(["train", "grid", "--out", str(shallow), "--tasks", "Append1", "--models", "ia", *TINY]) == 0
-    assert len(names) > len(load_checkpoint(shallow / "Append1-ia" / "best").model.keys())
+    # the module's runs trained the same task at the default single layer
+    assert len(names) > len(load_checkpoint(runs / "Append1-ia" / "best").model.keys())
     assert main(["train", "grid", "--out", str(tmp_path / "x"), "--tasks", "Append1", "--layers", "0"]) == 2
 
 
