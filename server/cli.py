@@ -279,11 +279,11 @@ def _add_train_hearthstone(group: argparse._SubParsersAction[argparse.ArgumentPa
         description=(
             "Train, on the Hearthstone training cards, the four models `ripple eval hearthstone`\n"
             "scores (Hashimoto et al. 2018): the vMF task retriever and the InputRetriever\n"
-            "(--retriever-steps each), the span-copying editor fed the task retriever's\n"
-            "neighbours (2nd neighbour of a training card, with (x', x', y') -> y' at rate 0.1)\n"
-            "and the same editor without retrieval (seq2seq; --editor-steps each). Each model is\n"
-            "exported to ONNX + manifest in --export (default RUN/models); the best dev step of\n"
-            "each is kept."
+            "(--retriever-steps each), the span-copying editor without retrieval (seq2seq) and\n"
+            "the same editor fed the task retriever's neighbours (2nd neighbour of a training\n"
+            "card, with (x', x', y') -> y' at rate 0.1), which starts from the seq2seq weights\n"
+            "(--editor-init; --editor-steps each). Each model is exported to ONNX + manifest in\n"
+            "--export (default RUN/models); the best dev step of each is kept."
         ),
         epilog="example: ripple train hearthstone --data ../shared/data/hearthstone --out runs/hs --export models/weights/hearthstone --force",
     )
@@ -294,6 +294,7 @@ def _add_train_hearthstone(group: argparse._SubParsersAction[argparse.ArgumentPa
     p.add_argument("--only", type=lambda s: s.split(","), metavar="A,B", help="train only these of retriever,input-retriever,editor,seq2seq")
     p.add_argument("--retriever-steps", type=int, default=1000, help="retriever steps (default 1000, as the paper)")
     p.add_argument("--editor-steps", type=int, default=3000, help="editor steps (default 3000: 3x the retriever's)")
+    p.add_argument("--editor-init", choices=("seq2seq", "none"), default="seq2seq", help="start the editor from the trained seq2seq baseline's weights (default) or from random ones (none)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--vocab-size", type=int, default=5000, help="vocabulary size (default 5000)")
@@ -325,6 +326,7 @@ def _add_eval_hearthstone(group: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--models", type=Path, metavar="DIR", help="the four model folders (default: the bundled models/weights/hearthstone)")
     p.add_argument("--split", choices=("dev", "test"), default="test", help="split to score (default test)")
     p.add_argument("--beam", type=int, default=5, help="beam size (default 5, as the paper)")
+    p.add_argument("--neighbours", type=int, default=3, metavar="K", help="also score retrieve-edit-topK: the editor run on each of the K nearest cards, keeping the edit with the best log-probability per decision (default 3; 1 = off)")
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N cards")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

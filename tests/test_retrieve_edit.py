@@ -31,7 +31,10 @@ from ripple.training.retrieve_edit import (
     embed_torch,
     export_retriever,
     retrieve,
+    retrieve_top,
+    train_editor,
     train_retriever,
+    warm_start,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -221,6 +224,51 @@ def test_retrieve_skips_the_query_itself_and_stays_in_its_group() -> None:
     assert retrieve(embed, pairs, [Pair(("x",), ("y",), "none")], skip_self=False) == [None]
 
 
+def test_retrieve_top_ranks_k_neighbours_best_first() -> None:
+    pairs = _pairs()
+
+    def embed(seqs):  # type: ignore[no-untyped-def]
+        return np.array([[1.0, 0.1 * len(s)] for s in seqs], dtype=np.float32)
+
+    vectors = embed([p.x for p in pairs])
+    top = retrieve_top(embed, pairs, pairs, 3, skip_self=True)
+    for i, hits in enumerate(top):
+        assert len(hits) == 3 and i not in hits
+        sims = [float(vectors[i] @ vectors[h]) / np.linalg.norm(vectors[h]) for h in hits]
+        assert sims == sorted(sims, reverse=True)
+    # the first of the k is what retrieve() returns
+    assert [h[0] for h in top] == retrieve(embed, pairs, pairs, skip_self=True)
+    lexical = retrieve_top(None, pairs, pairs[:2], 2, skip_self=False, lexical=True)
+    assert [h[0] for h in lexical] == [0, 1] and all(len(h) == 2 for h in lexical)
+
+
+def test_the_editor_can_start_from_another_editors_weights(tmp_path: Path) -> None:
+    from ripple.models.errors import UsageError
+
+    pairs = _pairs()
+    vocab = build_vocab(pairs, 200)
+    settings = {"batch_size": 3, "eval_every": 2, "quiet": True}
+    net = {"embedding": 8, "hidden": 8}
+    plain = EditorDataset(pairs, [None] * len(pairs), pairs, vocab)
+    first, _ = train_editor(plain, plain, vocab, tmp_path / "a", steps=2, net=net, settings=settings)
+    with_neighbours = EditorDataset(pairs, [1, 0, 0, 4, 3, 3], pairs, vocab)
+    torch.manual_seed(123)  # a fresh editor would start from other weights
+    second, report = train_editor(
+        with_neighbours, with_neighbours, vocab, tmp_path / "b", steps=1, net=net,
+        settings={**settings, "lr": 0.0}, init=tmp_path / "a" / "best",
+    )  # fmt: skip
+    assert report["init"] == str(tmp_path / "a" / "best")
+    for name, tensor in first.state_dict().items():  # lr 0: still exactly the first's weights
+        torch.testing.assert_close(second.state_dict()[name], tensor)
+    with pytest.raises(UsageError, match="do not fit"):
+        train_editor(
+            plain, plain, vocab, tmp_path / "c", steps=1, net={"embedding": 8, "hidden": 16},
+            settings=settings, init=tmp_path / "a" / "best",
+        )  # fmt: skip
+    with pytest.raises(UsageError, match=r"no model\.safetensors"):
+        warm_start(first, tmp_path / "nowhere")
+
+
 def test_editor_items_read_x_then_the_retrieved_pair() -> None:
     pairs = _pairs()
     vocab = build_vocab(pairs, 200)
@@ -319,9 +367,13 @@ def test_train_and_eval_hearthstone_end_to_end(
     assert code == 0
     result = json.loads(result_file.read_text())
     assert result["examples"] == 2
-    for name in ("retrieve-edit", "retriever", "seq2seq"):
+    for name in ("retrieve-edit", "retriever", "seq2seq", "lexical-edit", "retrieve-edit-top3"):
         row = result["systems"][name]
         assert 0 <= row["bleu"] <= 100 and 0 <= row["exact"] <= 1
+    # the editor started from the seq2seq baseline's best weights
+    trained = json.loads((out / "results.json").read_text())
+    assert trained["editor"]["init"] == "seq2seq/best"
+    assert trained["seq2seq"]["init"] is None
     # the retriever alone returns a training card's code: "class Card N ..." shares most tokens
     assert result["systems"]["retriever"]["bleu"] > 30
     assert "retrieve-edit" in capsys.readouterr().out
@@ -336,3 +388,16 @@ def test_train_and_eval_hearthstone_end_to_end(
     assert "resumed at step 4" in capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())["editor"]["steps"] == 6
     assert main(["eval", "hearthstone", "--data", str(data), "--models", str(tmp_path)]) == 2
+    assert main(
+        ["eval", "hearthstone", "--data", str(data), "--models", str(out / "models"),
+         "--neighbours", "0", "--quiet"]
+    ) == 2  # fmt: skip
+    # the editor alone, in a fresh run, has no seq2seq to start from unless told not to
+    fresh = tmp_path / "fresh"
+    only_editor = ["train", "hearthstone", "--data", str(data), "--out", str(fresh), "--only",
+                   "editor", "--export", str(out / "models"), "--force", "--editor-steps", "2",
+                   "--eval-every", "2", "--batch-size", "4", "--quiet"]  # fmt: skip
+    assert main(only_editor) == 2
+    assert "--editor-init none" in capsys.readouterr().err
+    assert main([*only_editor, "--editor-init", "none"]) == 0
+    assert json.loads((fresh / "results.json").read_text())["editor"]["init"] is None

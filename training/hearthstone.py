@@ -1,9 +1,12 @@
 """The Hearthstone card -> code benchmark for retrieve-and-edit (Hashimoto et al. 2018, §4.2).
 
 ``ripple train hearthstone --data DIR --out RUN`` trains, on the 533 training cards: the task
-retriever and the InputRetriever (1000 steps each), the editor with retrievals from the
-task retriever and the seq2seq baseline without retrieval (3000 steps each; batch 16, Adam
-1e-3, as the paper), and exports the four models to ``RUN/models`` (or ``--export``).
+retriever and the InputRetriever (1000 steps each), the seq2seq baseline without retrieval
+and the editor with retrievals from the task retriever (3000 steps each; batch 16, Adam
+1e-3, as the paper), and exports the four models to ``RUN/models`` (or ``--export``). The
+editor is the seq2seq net reading more input, so it starts from the trained seq2seq's
+weights (``--editor-init seq2seq``, the default): on 533 cards an editor trained from random
+weights learns to lean on the neighbour's code and ends below seq2seq itself.
 
 ``ripple eval hearthstone --data DIR --json OUT`` scores them on the test split:
 
@@ -11,7 +14,10 @@ task retriever and the seq2seq baseline without retrieval (3000 steps each; batc
   the editor (beam 5);
 * ``retriever``: the retrieved card's code as it is;
 * ``seq2seq``: the same editor net trained without retrieval, reading the card alone;
-* extra rows: the paper's other retrievers (``retriever-lexical``, ``retriever-input``).
+* extra rows: the paper's other retrievers (``retriever-lexical``, ``retriever-input``),
+  the editor given the lexical retriever's neighbour (``lexical-edit``), and
+  ``retrieve-edit-topK`` (``--neighbours K``): the editor run on each of the K nearest
+  training cards, keeping the edit with the best log-probability per decision.
 
 Tokens are those of Yin & Neubig (2017)'s evaluation (``tokenize``: split on spaces and
 punctuation, and camelCase words into their parts), which the models also read and write;
@@ -148,6 +154,14 @@ def run_train(args: argparse.Namespace) -> int:
     train, dev = load_split(args.data, "train"), load_split(args.data, "dev")
     export: Path = args.export or args.out / "models"
     check_export(export, MODELS, args.force)
+    editor_init: Path | None = None
+    if args.editor_init == "seq2seq" and (not args.only or "editor" in args.only):
+        editor_init = args.out / "seq2seq" / "best"
+        if args.only and "seq2seq" not in args.only and not editor_init.is_dir():
+            raise UsageError(
+                f"{editor_init}: no seq2seq model to start the editor from; train it too "
+                "(--only seq2seq,editor) or pass --editor-init none"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,10 +195,11 @@ def run_train(args: argparse.Namespace) -> int:
             metadata={**meta, "training": rep},
         )
         report[name] = rep
-    for name in ("editor", "seq2seq"):
+    for name in ("seq2seq", "editor"):  # the editor starts from the seq2seq weights
         if args.only and name not in args.only:
             continue
         with_retrieval = name == "editor"
+        init = editor_init if with_retrieval else None
         train_n: list[int | None] = [None] * len(train)
         dev_n: list[int | None] = [None] * len(dev)
         if with_retrieval:
@@ -206,7 +221,10 @@ def run_train(args: argparse.Namespace) -> int:
             args.out / name,
             steps=args.editor_steps,
             settings=settings,
+            init=init,
         )
+        if init is not None:  # recorded relative to the run folder (the manifest keeps it)
+            rep["init"] = init.relative_to(args.out).as_posix()
         export_copy_editor(
             editor_model,
             vocab,
@@ -236,10 +254,17 @@ def default_models_dir() -> Path:
 def run_eval(args: argparse.Namespace) -> int:
     """``ripple eval hearthstone``."""
     from ripple.models.runtime import load_model
+    from ripple.models.runtime.copy_decode import Hypothesis
     from ripple.models.suggest.copy_predictor import OnnxEditor
     from ripple.models.suggest.retrieval import OnnxRetriever
     from ripple.training.progress import Progress
-    from ripple.training.retrieve_edit import editor_input, retrieve, write_json
+    from ripple.training.retrieve_edit import (
+        Pair,
+        editor_input,
+        retrieve,
+        retrieve_top,
+        write_json,
+    )
 
     models: Path = args.models or default_models_dir()
     missing = [n for n in MODELS if not (models / n / "manifest.json").is_file()]
@@ -257,22 +282,38 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     editor = OnnxEditor(load_model(models / "editor", device="cpu", threads=args.threads))
     seq2seq = OnnxEditor(load_model(models / "seq2seq", device="cpu", threads=args.threads))
-    found = retrieve(retriever.embed, train, split, skip_self=False)
+    if args.neighbours < 1:
+        raise UsageError("--neighbours must be at least 1")
+    top = retrieve_top(retriever.embed, train, split, args.neighbours, skip_self=False)
+    found = [hits[0] if hits else None for hits in top]
     found_in = retrieve(inputs.embed, train, split, skip_self=False)
     found_lex = retrieve(None, train, split, skip_self=False, lexical=True)
 
     def nearest(i: int | None) -> tuple[str, ...]:
         return train[i].y if i is not None else ()
 
+    def edit(pair: Pair, n: int | None) -> list[Hypothesis]:
+        source = editor_input(pair.x, train[n].x, train[n].y) if n is not None else pair.x
+        return editor.beam(source, args.beam, MAX_OUTPUT)[:1]
+
     refs = [p.y for p in split]
-    outputs: dict[str, list[tuple[str, ...]]] = {"retrieve-edit": [], "seq2seq": []}
+    reranked = f"retrieve-edit-top{args.neighbours}"
+    outputs: dict[str, list[tuple[str, ...]]] = {
+        "retrieve-edit": [],
+        "seq2seq": [],
+        "lexical-edit": [],
+        reranked: [],
+    }
     with Progress(len(split), f"decoding {args.split} (beam {args.beam})", quiet=args.quiet) as bar:
-        for pair, n in zip(split, found, strict=True):
-            source = editor_input(pair.x, train[n].x, train[n].y) if n is not None else pair.x
-            outputs["retrieve-edit"].append(
-                _best(editor.beam(source, args.beam, MAX_OUTPUT), nearest(n))
-            )
+        for pair, hits, lex in zip(split, top, found_lex, strict=True):
+            first = edit(pair, hits[0] if hits else None)
+            outputs["retrieve-edit"].append(_best(first, nearest(hits[0] if hits else None)))
             outputs["seq2seq"].append(_best(seq2seq.beam(pair.x, args.beam, MAX_OUTPUT), ()))
+            outputs["lexical-edit"].append(_best(edit(pair, lex), nearest(lex)))
+            if args.neighbours > 1:  # the edit the editor is surest of, per decision
+                candidates = first + [h for n in hits[1:] for h in edit(pair, n)]
+                best = max(candidates, key=lambda h: h.logp / max(1, h.actions), default=None)
+                outputs[reranked].append(_best([best] if best else [], ()))
             bar.advance()
     systems = {
         "retrieve-edit": score(refs, outputs["retrieve-edit"]),
@@ -280,7 +321,10 @@ def run_eval(args: argparse.Namespace) -> int:
         "seq2seq": score(refs, outputs["seq2seq"]),
         "retriever-lexical": score(refs, [nearest(i) for i in found_lex]),
         "retriever-input": score(refs, [nearest(i) for i in found_in]),
+        "lexical-edit": score(refs, outputs["lexical-edit"]),
     }
+    if args.neighbours > 1:
+        systems[reranked] = score(refs, outputs[reranked])
     result = {
         "examples": len(split),
         "split": args.split,
@@ -296,9 +340,9 @@ def run_eval(args: argparse.Namespace) -> int:
         "wall_s": round(time.monotonic() - t0, 1),
     }
     print(f"Hearthstone {args.split} ({len(split)} cards, beam {args.beam})")
-    print(f"{'system':<20} {'BLEU':>6} {'exact':>7}")
+    print(f"{'system':<22} {'BLEU':>6} {'exact':>7}")
     for name, row in systems.items():
-        print(f"{name:<20} {row['bleu']:>6.1f} {row['exact']:>7.3f}")
+        print(f"{name:<22} {row['bleu']:>6.1f} {row['exact']:>7.3f}")
     if args.json is not None:
         write_json(args.json, result)
     return 0

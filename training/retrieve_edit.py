@@ -66,8 +66,10 @@ __all__ = [
     "editor_input",
     "export_retriever",
     "retrieve",
+    "retrieve_top",
     "train_editor",
     "train_retriever",
+    "warm_start",
 ]
 
 IDENTITY_P: Final = 0.1  # the (x', x', y') -> y' replacement rate (IMPLEMENTATION-NOTES.md)
@@ -322,12 +324,26 @@ def retrieve(
     ``skip_self``: the queries are ``memory`` itself (training), so each takes its nearest
     *other* pair, the paper's 2nd neighbour. ``None`` where nothing can be retrieved.
     """
+    found = retrieve_top(embed, memory, queries, 1, skip_self=skip_self, lexical=lexical)
+    return [hits[0] if hits else None for hits in found]
+
+
+def retrieve_top(
+    embed: Callable[[Sequence[Sequence[str]]], np.ndarray] | None,
+    memory: Sequence[Pair],
+    queries: Sequence[Pair],
+    k: int,
+    *,
+    skip_self: bool,
+    lexical: bool = False,
+) -> list[list[int]]:
+    """For each query the indices in ``memory`` of its ``k`` nearest pairs, best first."""
     from ripple.models.suggest.retrieval import LexicalRetriever
 
     groups: dict[str, list[int]] = {}
     for i, pair in enumerate(memory):
         groups.setdefault(pair.group, []).append(i)
-    out: list[int | None] = [None] * len(queries)
+    out: list[list[int]] = [[] for _ in queries]
     by_group: dict[str, list[int]] = {}
     for q, pair in enumerate(queries):
         by_group.setdefault(pair.group, []).append(q)
@@ -340,16 +356,14 @@ def retrieve(
             position = {m: j for j, m in enumerate(members)}
             for q in qs:
                 own = position.get(q) if skip_self else None
-                hits = lex.search(queries[q].x, 1, exclude=own)
-                out[q] = members[hits[0][1]] if hits else None
+                out[q] = [members[j] for _, j in lex.search(queries[q].x, k, exclude=own)]
             continue
         assert embed is not None
         index = VectorIndex(embed([memory[i].x for i in members]), members)
         vectors = embed([queries[q].x for q in qs])
         for q, vector in zip(qs, vectors, strict=True):
-            hits = index.search(vector, 2 if skip_self else 1)
-            hits = [h for h in hits if not (skip_self and h[1] == q)]
-            out[q] = hits[0][1] if hits else None
+            hits = index.search(vector, k + 1 if skip_self else k)
+            out[q] = [h[1] for h in hits if not (skip_self and h[1] == q)][:k]
     return out
 
 
@@ -420,8 +434,14 @@ def train_editor(
     steps: int = 3000,
     net: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
+    init: Path | None = None,
 ) -> tuple[CopyEditor, dict[str, Any]]:
-    """Train the span-copying editor (marginalised objective) on ``train``."""
+    """Train the span-copying editor (marginalised objective) on ``train``.
+
+    ``init``: a checkpoint folder (``best/`` of an earlier run, e.g. the seq2seq baseline's)
+    whose weights the editor starts from; it must be an editor of the same sizes and
+    vocabulary.
+    """
     from ripple.training.copy_data import collate_copy
 
     config = CopyConfig(
@@ -430,6 +450,8 @@ def train_editor(
         **(net or {}),
     )
     model = CopyEditor(config)
+    if init is not None:
+        warm_start(model, init)
     report = _fit(
         model,
         out,
@@ -440,7 +462,28 @@ def train_editor(
         steps,
         settings or {},
     )
-    return model, report
+    return model, {**report, "init": str(init) if init is not None else None}
+
+
+def warm_start(model: nn.Module, folder: Path) -> None:
+    """Load the weights of the checkpoint in ``folder`` into ``model`` (same shapes)."""
+    from ripple.models.errors import UsageError
+    from ripple.training.checkpoints import load_checkpoint
+
+    if not (folder / "model.safetensors").is_file():
+        raise UsageError(f"{folder}: no model.safetensors to start the editor from")
+    weights = load_checkpoint(folder).model
+    own = model.state_dict()
+    wrong = sorted(
+        k
+        for k in own.keys() | weights.keys()
+        if k not in own or k not in weights or own[k].shape != weights[k].shape
+    )
+    if wrong:
+        raise UsageError(
+            f"{folder}: its weights do not fit this editor (differs in {', '.join(wrong[:3])})"
+        )
+    model.load_state_dict(weights)
 
 
 def log(line: str, quiet: bool = False) -> None:
